@@ -1,0 +1,153 @@
+"""Closed-loop HTTP load generation with /usr/bin/wrk, plus small reporting helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+WRK = "/usr/bin/wrk"
+_MARKER = "WRKBENCH"
+
+# Lua for wrk: each thread counts non-2xx answers in its own Lua state; `setup` keeps the thread
+# handles so that `done` (which runs in the main Lua state) can sum them with thread:get().
+_LUA = """
+wrk.method = "POST"
+wrk.body = "{body}"
+wrk.headers["Content-Type"] = "{content_type}"
+
+local threads = {{}}
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+non2xx = 0
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local bad = 0
+  for _, t in ipairs(threads) do
+    bad = bad + t:get("non2xx")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "{marker} requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d"
+      .. " p50_ms=%.3f p99_ms=%.3f\\n",
+    summary.requests, summary.duration, bad, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50) / 1000.0, latency:percentile(99) / 1000.0))
+end
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """Outcome of one wrk run; errors = socket errors + non-2xx + timeouts."""
+
+    connections: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    client_cpu_seconds: float
+
+
+def _lua_string(data: bytes) -> str:
+    """Escape bytes as the body of a double-quoted Lua string (decimal escapes)."""
+    return "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}" for b in data)
+
+
+def _parse(stdout: str) -> dict[str, float]:
+    """Return the key=value pairs of the marker line the Lua `done` callback prints."""
+    for line in stdout.splitlines():
+        if line.startswith(_MARKER + " "):
+            return {k: float(v) for k, v in (kv.split("=", 1) for kv in line.split()[1:])}
+    raise RuntimeError(f"wrk printed no {_MARKER} line:\n{stdout}")
+
+
+def run_wrk(
+    url: str,
+    body: bytes,
+    content_type: str,
+    connections: int,
+    duration_s: float,
+    threads: int = 1,
+) -> LoadResult:
+    """POST `body` to `url` over `connections` keep-alive connections for ~`duration_s` seconds.
+
+    wrk only takes whole seconds, so the duration is rounded (at least 1 s).
+    """
+    seconds = max(1, round(duration_s))
+    threads = max(1, min(threads, connections))
+    script = _LUA.format(
+        body=_lua_string(body),
+        content_type=_lua_string(content_type.encode()),
+        marker=_MARKER,
+    )
+    with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
+        lua, out = Path(tmp, "post.lua"), Path(tmp, "stdout.txt")
+        lua.write_text(script)
+        cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), url]
+        with out.open("wb") as sink:
+            proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            except BaseException:
+                proc.kill()
+                raise
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        stdout = out.read_text(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk exited with {proc.returncode}:\n{stdout}")
+    v = _parse(stdout)
+    return LoadResult(
+        connections=connections,
+        requests=int(v["requests"]),
+        rps=v["requests"] / (v["duration_us"] / 1e6),
+        p50_ms=v["p50_ms"],
+        p99_ms=v["p99_ms"],
+        errors=int(v["non2xx"] + v["connect"] + v["read"] + v["write"] + v["timeout"]),
+        client_cpu_seconds=usage.ru_utime + usage.ru_stime,
+    )
+
+
+def warmup(url: str, body: bytes, content_type: str, seconds: float) -> None:
+    """Drive a short load to warm the server; fail if it never answered with a 2xx."""
+    result = run_wrk(url, body, content_type, connections=4, duration_s=seconds)
+    if result.requests <= result.errors:
+        raise RuntimeError(f"warm-up got no successful response from {url}: {result}")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Render rows as a GitHub markdown table; columns in first-seen key order."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+
+    def cell(value: object) -> str:
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def process_tree_rss_mb(pid: int) -> dict[int, float]:
+    """Resident memory in MiB of `pid` and all its live descendants, keyed by pid."""
+    root = psutil.Process(pid)
+    rss: dict[int, float] = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            rss[proc.pid] = proc.memory_info().rss / 2**20
+        except psutil.NoSuchProcess:
+            continue
+    return rss

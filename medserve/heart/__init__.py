@@ -1,0 +1,1 @@
+"""Heart-attack risk model: coronary artery disease from 13 clinical attributes."""

@@ -1,0 +1,230 @@
+"""The prediction log and feedback store every service shares (SQLAlchemy).
+
+SQLite file by default, any SQLAlchemy URL (PostgreSQL in production) by `MEDSERVE_DATABASE_URL`.
+Writes use group commit: concurrent requests hand their rows to one writer thread, which commits
+them in one transaction and then releases all of them, so the answer can wait for durability
+without one fsync per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from ulid import ULID
+
+
+def new_id() -> str:
+    """A new ULID string (sortable by creation time)."""
+    return str(ULID())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PredictionRow(Base):
+    """One prediction: what came in, what went out, which model answered."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64))
+    model_tag: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(64))
+    transport: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_predictions_model_created", "model", "created_at"),)
+
+
+class FeedbackRow(Base):
+    """A confirmed outcome for a prediction (the latest confirmation wins)."""
+
+    __tablename__ = "feedback"
+
+    prediction_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("predictions.id"), primary_key=True
+    )
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reviewer: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PredictionRecord(BaseModel):
+    """A prediction as handed to the log."""
+
+    id: str
+    model: str
+    model_tag: str
+    request_id: str
+    transport: str
+    created_at: datetime
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+class LabelledExample(BaseModel):
+    """A logged input with its confirmed outcome (training data for the next run)."""
+
+    prediction_id: str
+    inputs: dict[str, Any]
+    outcome: dict[str, Any]
+
+
+class UnknownPrediction(LookupError):
+    """Feedback named a prediction id that the log does not have."""
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL and a busy timeout so several workers can share the file."""
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+    Base.metadata.create_all(engine)
+    return engine
+
+
+class PredictionLog:
+    """Read/write access to the log; `record` is group-committed by a background thread."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self._queue: queue.Queue[tuple[list[PredictionRecord], Future[None]]] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def record(self, records: Sequence[PredictionRecord]) -> Future[None]:
+        """Queue rows for the next group commit; the future resolves once they are durable."""
+        self._ensure_writer()
+        done: Future[None] = Future()
+        self._queue.put((list(records), done))
+        return done
+
+    async def record_async(self, records: Sequence[PredictionRecord], wait: bool = True) -> None:
+        """`record` for async callers; waits for the commit unless `wait` is False."""
+        done = self.record(records)
+        if wait:
+            await asyncio.wrap_future(done)
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="prediction-log-writer", daemon=True
+                )
+                self._writer.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            pending = [self._queue.get()]
+            while True:
+                try:
+                    pending.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                with Session(self.engine) as session, session.begin():
+                    session.add_all(
+                        PredictionRow(**rec.model_dump()) for recs, _ in pending for rec in recs
+                    )
+            except Exception as exc:  # the callers decide; the writer keeps running
+                for _, done in pending:
+                    done.set_exception(exc)
+            else:
+                for _, done in pending:
+                    done.set_result(None)
+
+    def add_feedback(
+        self, prediction_id: str, outcome: dict[str, Any], reviewer: str | None = None
+    ) -> None:
+        """Attach (or replace) the confirmed outcome of a logged prediction."""
+        with Session(self.engine) as session, session.begin():
+            if session.get(PredictionRow, prediction_id) is None:
+                raise UnknownPrediction(prediction_id)
+            session.merge(
+                FeedbackRow(
+                    prediction_id=prediction_id,
+                    outcome=outcome,
+                    reviewer=reviewer,
+                    created_at=utcnow(),
+                )
+            )
+
+    # -- reading ---------------------------------------------------------------------------------
+    def get(self, prediction_id: str) -> PredictionRecord | None:
+        with Session(self.engine) as session:
+            row = session.get(PredictionRow, prediction_id)
+            return None if row is None else _record(row)
+
+    def recent(self, model: str, limit: int = 50) -> list[PredictionRecord]:
+        """The newest predictions of a model."""
+        query = (
+            select(PredictionRow)
+            .where(PredictionRow.model == model)
+            .order_by(PredictionRow.created_at.desc(), PredictionRow.id.desc())
+            .limit(limit)
+        )
+        with Session(self.engine) as session:
+            return [_record(row) for row in session.scalars(query)]
+
+    def labelled(self, model: str) -> list[LabelledExample]:
+        """Every logged input of `model` with a confirmed outcome."""
+        query = (
+            select(PredictionRow, FeedbackRow)
+            .join(FeedbackRow, FeedbackRow.prediction_id == PredictionRow.id)
+            .where(PredictionRow.model == model)
+            .order_by(PredictionRow.id)
+        )
+        with Session(self.engine) as session:
+            return [
+                LabelledExample(prediction_id=p.id, inputs=p.inputs, outcome=f.outcome)
+                for p, f in session.execute(query)
+            ]
+
+
+def _record(row: PredictionRow) -> PredictionRecord:
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    return PredictionRecord(
+        id=row.id,
+        model=row.model,
+        model_tag=row.model_tag,
+        request_id=row.request_id,
+        transport=row.transport,
+        created_at=created,
+        inputs=row.inputs,
+        outputs=row.outputs,
+    )

@@ -1,0 +1,1 @@
+"""The shared serving layer every BentoML service in `bentos/` is built from."""

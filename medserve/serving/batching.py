@@ -1,0 +1,51 @@
+"""Adaptive batching for every transport of a service.
+
+We drive BentoML's own adaptive-batching algorithm (`CorkDispatcher`, the one behind
+`@bentoml.api(batchable=True)`) from our gateway instead of going through BentoML's HTTP endpoint,
+because that endpoint is the only thing that feeds BentoML's dispatcher: JSON, HTML form, v2 REST
+and gRPC requests would otherwise need the in-process self-call, which drops in-flight requests
+(bentoml#5540), and BentoML's validation errors cannot carry the 422 details our clients need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import numpy as np
+from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+from medserve.serving.errors import ServiceError
+
+BatchFunction = Callable[[np.ndarray], Awaitable[np.ndarray]]
+
+
+def _overloaded() -> np.ndarray:
+    raise ServiceError(503, "overloaded", "the model's queue is full; retry after a short back-off")
+
+
+class AdaptiveBatcher:
+    """Groups concurrent `submit` calls into batches of at most `max_batch_size` rows.
+
+    A request that the dispatcher predicts would wait longer than `max_latency_ms` is shed with a
+    503 `overloaded` error instead of queueing without bound.
+    """
+
+    def __init__(self, infer: BatchFunction, max_batch_size: int, max_latency_ms: int) -> None:
+        self._infer = infer
+        self._dispatcher: CorkDispatcher[np.ndarray, np.ndarray] = CorkDispatcher(
+            max_latency_in_ms=max_latency_ms,
+            max_batch_size=max_batch_size,
+            fallback=_overloaded,
+            get_batch_size=len,
+            batch_dim=(0, 0),
+        )
+        self._call = self._dispatcher(self._run)
+
+    async def _run(self, jobs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        sizes = [len(job) for job in jobs]
+        outputs = await self._infer(np.concatenate(jobs, axis=0))
+        return np.split(outputs, np.cumsum(sizes)[:-1])
+
+    async def submit(self, rows: np.ndarray) -> np.ndarray:
+        """Model outputs for `rows`, computed inside an adaptive batch."""
+        return await self._call(rows)

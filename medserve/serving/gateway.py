@@ -1,0 +1,263 @@
+"""The HTTP surface every service shares, mounted into its BentoML service as an ASGI app.
+
+Routes: `POST /predict` (native JSON, adaptive batching), `POST /feedback`,
+`GET /predictions/{id}`, `GET /model`, plus routes a model adds (e.g. the heart form).
+Every error leaves as the one JSON shape of `errors.ErrorBody`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from medserve import model_store
+from medserve.logs import get_logger
+from medserve.prediction_log import UnknownPrediction, new_id
+from medserve.serving.errors import ServiceError, field_errors, validation_error
+from medserve.serving.model_server import InferencePipeline
+
+log = get_logger("gateway")
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+JSON_TYPES = ("application/json",)
+
+Handler = Callable[[Request, "Gateway", str], Awaitable[Response]]
+
+
+class ExtraRoute(BaseModel):
+    """A model-specific route (e.g. the heart form) served with the shared error handling."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: str
+    handler: Handler
+    methods: list[str]
+    transport: str
+
+
+class FeedbackRequest(BaseModel):
+    """A clinician-confirmed outcome for one logged prediction."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prediction_id: str = Field(min_length=26, max_length=26)
+    label: int = Field(ge=0, le=1, description="The confirmed class.")
+    reviewer: str | None = Field(default=None, max_length=128)
+
+
+class PredictResponse(BaseModel):
+    model: str
+    model_tag: str
+    request_id: str
+    predictions: list[Any]
+
+
+def request_id_of(request: Request) -> str:
+    """The caller's `X-Request-ID` if well-formed, else a new ULID."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _VALID_REQUEST_ID.match(given) else new_id()
+
+
+class Gateway:
+    """A Starlette app bound, once per worker, to that worker's `InferencePipeline`."""
+
+    def __init__(self, extra_routes: Sequence[ExtraRoute] = ()) -> None:
+        self.pipeline: InferencePipeline | None = None
+        self._request_schema: type[BaseModel] | None = None
+        routes: list[BaseRoute] = [
+            Route("/predict", self._wrap(_predict, "http_json"), methods=["POST"]),
+            Route("/feedback", self._wrap(_feedback, "feedback"), methods=["POST"]),
+            Route("/predictions/{prediction_id}", self._wrap(_get_prediction, "read")),
+            Route("/model", self._wrap(_model_info, "read")),
+        ]
+        routes += [
+            Route(r.path, self._wrap(r.handler, r.transport), methods=r.methods)
+            for r in extra_routes
+        ]
+        self.app = Starlette(routes=routes)
+
+    def attach(self, pipeline: InferencePipeline) -> None:
+        """Bind the worker's pipeline; until then every route answers 503."""
+        self.pipeline = pipeline
+        model = pipeline.model
+        max_items = pipeline.settings.max_patients_per_request
+        self._request_schema = create_model(
+            f"{model.name}_predict_request",
+            __config__=ConfigDict(extra="forbid", strict=True),
+            **{
+                model.instances_key: (
+                    list[model.instance_schema],  # type: ignore[name-defined]
+                    Field(..., min_length=1, max_length=max_items),
+                )
+            },
+        )
+
+    @property
+    def ready_pipeline(self) -> InferencePipeline:
+        if self.pipeline is None:
+            raise ServiceError(503, "not_ready", "the model is still loading")
+        return self.pipeline
+
+    def _wrap(self, handler: Handler, transport: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            request_id = request_id_of(request)
+            try:
+                response = await handler(request, self, request_id)
+                outcome = "ok"
+            except ServiceError as exc:
+                response = JSONResponse(exc.body(request_id).model_dump(), status_code=exc.status)
+                outcome = exc.error
+                self._count_reject(exc.error)
+            except Exception as exc:  # never leak internals; the type alone is logged
+                log.error(
+                    "unhandled error", extra={"request_id": request_id, "error": type(exc).__name__}
+                )
+                body = ServiceError(500, "internal_error", "unexpected server error").body(
+                    request_id
+                )
+                response = JSONResponse(body.model_dump(), status_code=500)
+                outcome = "internal_error"
+            response.headers[REQUEST_ID_HEADER] = request_id
+            self._observe(request, transport, outcome, response.status_code, started, request_id)
+            return response
+
+        return endpoint
+
+    def _count_reject(self, reason: str) -> None:
+        if self.pipeline is not None:
+            self.pipeline.metrics.rejected.labels(self.pipeline.model.name, reason).inc()
+
+    def _observe(
+        self,
+        request: Request,
+        transport: str,
+        outcome: str,
+        status: int,
+        started: float,
+        request_id: str,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        if self.pipeline is None:
+            return
+        model = self.pipeline.model
+        self.pipeline.metrics.request_duration.labels(model.name, transport, outcome).observe(
+            elapsed
+        )
+        if status >= 400:
+            # Field names and reasons only: values of a patient never reach the log.
+            log.info(
+                "request rejected",
+                extra={
+                    "request_id": request_id,
+                    "model_tag": model.tag,
+                    "route": request.url.path,
+                    "status": status,
+                    "reason": outcome,
+                    "latency_ms": round(elapsed * 1000, 3),
+                },
+            )
+
+    async def read_json_body(self, request: Request) -> bytes:
+        """The raw body of a JSON request, with the size and media-type checks applied."""
+        settings = self.ready_pipeline.settings
+        media_type = request.headers.get("content-type", "application/json").split(";")[0]
+        if media_type.strip().lower() not in JSON_TYPES:
+            raise ServiceError(415, "unsupported_media_type", "send application/json")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            raise ServiceError(
+                413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes"
+            )
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            raise ServiceError(
+                413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes"
+            )
+        return body
+
+    def parse(self, schema: type[BaseModel], body: bytes, prefix: str = "") -> BaseModel:
+        """Validate a JSON body; malformed JSON is a 400, bad values a 422, too many a 413."""
+        try:
+            return schema.model_validate_json(body)
+        except ValidationError as exc:
+            raise self.to_service_error(exc, prefix) from None
+
+    def to_service_error(self, exc: ValidationError, prefix: str = "") -> ServiceError:
+        kinds = {err["type"] for err in exc.errors()}
+        if "json_invalid" in kinds:
+            return ServiceError(400, "malformed_json", "the body is not valid JSON")
+        pipeline = self.ready_pipeline
+        if "too_long" in kinds:
+            limit = pipeline.settings.max_patients_per_request
+            return ServiceError(
+                413,
+                "batch_too_large",
+                f"at most {limit} instances per request",
+                field=pipeline.model.instances_key,
+            )
+        return validation_error(field_errors(exc, pipeline.model.allowed, prefix))
+
+    async def predict_instances(
+        self, instances: Sequence[BaseModel], request_id: str, transport: str
+    ) -> list[BaseModel]:
+        """Entry of every transport into the shared inference path."""
+        return await self.ready_pipeline.infer(instances, request_id, transport)
+
+
+async def _predict(request: Request, gateway: Gateway, request_id: str) -> Response:
+    pipeline = gateway.ready_pipeline
+    body = await gateway.read_json_body(request)
+    assert gateway._request_schema is not None
+    parsed = gateway.parse(gateway._request_schema, body)
+    instances = getattr(parsed, pipeline.model.instances_key)
+    answers = await gateway.predict_instances(instances, request_id, "http_json")
+    payload = PredictResponse(
+        model=pipeline.model.name,
+        model_tag=pipeline.model.tag,
+        request_id=request_id,
+        predictions=[a.model_dump(by_alias=True) for a in answers],
+    )
+    return Response(payload.model_dump_json(), media_type="application/json")
+
+
+async def _feedback(request: Request, gateway: Gateway, request_id: str) -> Response:
+    pipeline = gateway.ready_pipeline
+    feedback = gateway.parse(FeedbackRequest, await gateway.read_json_body(request))
+    assert isinstance(feedback, FeedbackRequest)
+    try:
+        pipeline.log.add_feedback(
+            feedback.prediction_id, {"label": feedback.label}, feedback.reviewer
+        )
+    except UnknownPrediction:
+        raise ServiceError(
+            404, "unknown_prediction", "no such prediction id", field="prediction_id"
+        ) from None
+    return JSONResponse({"prediction_id": feedback.prediction_id, "request_id": request_id})
+
+
+async def _get_prediction(request: Request, gateway: Gateway, request_id: str) -> Response:
+    record = gateway.ready_pipeline.log.get(request.path_params["prediction_id"])
+    if record is None:
+        raise ServiceError(404, "unknown_prediction", "no such prediction id")
+    return Response(record.model_dump_json(), media_type="application/json")
+
+
+async def _model_info(request: Request, gateway: Gateway, request_id: str) -> Response:
+    model = gateway.ready_pipeline.model
+    card = model_store.load_card(model.tag)
+    body = {
+        "model": model.name,
+        "model_tag": model.tag,
+        "metrics": card.get("metrics", {}),
+        "input_schema": model.instance_schema.model_json_schema(),
+    }
+    return JSONResponse(body)

@@ -1,0 +1,126 @@
+"""What a model must provide to be served, and the per-worker inference path around it.
+
+Each model implements `ServedModel` (KServe-style separate steps: preprocess, predict,
+postprocess); `InferencePipeline` adds everything that is the same for every model: adaptive
+batching, the prediction log, metrics and drift. All transports call `InferencePipeline.infer`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel
+
+from medserve.drift import DriftMonitor, ReferenceProfile
+from medserve.prediction_log import PredictionLog, PredictionRecord, new_id, utcnow
+from medserve.serving.batching import AdaptiveBatcher
+from medserve.serving.metrics import service_metrics
+from medserve.settings import Settings
+
+
+class ServedModel(ABC):
+    """A loaded model as the serving layer sees it."""
+
+    name: ClassVar[str]
+    instance_schema: ClassVar[type[BaseModel]]
+    instances_key: ClassVar[str] = "instances"  # JSON key of the instance list in /predict
+    tag: str
+    reference: ReferenceProfile
+
+    @abstractmethod
+    def preprocess(self, instances: Sequence[BaseModel]) -> np.ndarray:
+        """Validated instances -> the model's input rows (float64 matrix)."""
+
+    @abstractmethod
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """One batch of rows -> one output row per input row (e.g. class probabilities)."""
+
+    @abstractmethod
+    def postprocess(self, output: np.ndarray, prediction_id: str) -> BaseModel:
+        """One output row -> the answer for one instance."""
+
+    @abstractmethod
+    def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(features in reference order, score, predicted class) for the drift monitor."""
+
+    @abstractmethod
+    def allowed(self, field: str) -> str | None:
+        """Allowed values of an input field, for 422 messages."""
+
+    def predicted_class(self, output: np.ndarray) -> int:
+        return int(np.argmax(output))
+
+
+class InferencePipeline:
+    """Validation-free inference path of one worker: batch -> predict -> log -> metrics."""
+
+    def __init__(self, model: ServedModel, settings: Settings, log: PredictionLog) -> None:
+        self.model = model
+        self.settings = settings
+        self.log = log
+        self.metrics = service_metrics()
+        self.drift = DriftMonitor(model.reference, settings.drift_window)
+        self.batcher = AdaptiveBatcher(
+            self._infer_batch, settings.max_batch_size, settings.max_latency_ms
+        )
+        self.metrics.model_info.labels(model.name, model.tag).set(1)
+        self.metrics.reference_positive_rate.labels(model.name).set(model.reference.positive_rate)
+
+    async def _infer_batch(self, rows: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        outputs = self.model.predict(rows)
+        self.metrics.inference_duration.labels(self.model.name).observe(
+            time.perf_counter() - started
+        )
+        self.metrics.batch_size.labels(self.model.name).observe(len(rows))
+        self._update_drift(rows, outputs)
+        return outputs
+
+    def _update_drift(self, rows: np.ndarray, outputs: np.ndarray) -> None:
+        self.drift.observe(*self.model.drift_inputs(rows, outputs))
+        snapshot = self.drift.snapshot()
+        name = self.model.name
+        self.metrics.drift_window_samples.labels(name).set(snapshot.samples)
+        if snapshot.samples < self.settings.drift_min_samples:
+            return
+        for feature, value in snapshot.feature_psi.items():
+            self.metrics.feature_psi.labels(name, feature).set(value)
+        self.metrics.prediction_psi.labels(name).set(snapshot.score_psi)
+        self.metrics.positive_rate.labels(name).set(snapshot.positive_rate)
+
+    async def infer(
+        self, instances: Sequence[BaseModel], request_id: str, transport: str
+    ) -> list[BaseModel]:
+        """Answers for validated instances, logged before they are returned."""
+        rows = self.model.preprocess(instances)
+        outputs = await self.batcher.submit(rows)
+        answers, records = [], []
+        now = utcnow()
+        for instance, output in zip(instances, outputs, strict=True):
+            prediction_id = new_id()
+            answer = self.model.postprocess(output, prediction_id)
+            answers.append(answer)
+            records.append(
+                PredictionRecord(
+                    id=prediction_id,
+                    model=self.model.name,
+                    model_tag=self.model.tag,
+                    request_id=request_id,
+                    transport=transport,
+                    created_at=now,
+                    inputs=instance.model_dump(),
+                    outputs=answer.model_dump(by_alias=True, exclude={"prediction_id"}),
+                )
+            )
+            self.metrics.predictions.labels(
+                self.model.name, str(self.model.predicted_class(output))
+            ).inc()
+        await self.log.record_async(records, wait=self.settings.prediction_log_wait)
+        return answers
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model.name, "model_tag": self.model.tag}

@@ -1,0 +1,73 @@
+"""Typed platform settings, read from `MEDSERVE_*` environment variables.
+
+Every knob of the platform lives here so that operators find them in one place and the Helm chart
+can set them as env vars. Defaults are the embedded, single-machine ones.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Platform-wide settings; each field maps to `MEDSERVE_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDSERVE_", extra="ignore")
+
+    home: Path = Field(
+        default=REPO_ROOT / "var",
+        description="Root of local state: prediction-log SQLite file, caches, local 'S3' folders.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the prediction log; default is a SQLite file under `home`.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible store (SeaweedFS, MinIO)."
+    )
+    s3_region: str = "us-east-1"
+
+    # Serving
+    http_port: int = 3000
+    workers: int = Field(default=1, ge=1, description="BentoML worker processes per service.")
+    access_log: bool = Field(
+        default=False, description="BentoML's per-request access log (costly on hot paths)."
+    )
+    max_batch_size: int = Field(default=64, ge=1)
+    max_latency_ms: int = Field(
+        default=2000, ge=1, description="Adaptive batching: queue budget before a request is shed."
+    )
+    max_patients_per_request: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    prediction_log_wait: bool = Field(
+        default=True,
+        description="Answer only after the prediction is committed to the log (group commit).",
+    )
+
+    # Drift monitoring
+    drift_window: int = Field(default=500, ge=10, description="Recent rows per worker for PSI.")
+    drift_min_samples: int = Field(
+        default=100, ge=1, description="Rows needed in the window before PSI is exported."
+    )
+    drift_psi_threshold: float = Field(
+        default=0.2, description="PSI above which a feature counts as drifted (alerts, docs)."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The prediction-log URL, defaulting to a SQLite file under `home`."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'prediction_log.sqlite3'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build `Settings(...)` directly)."""
+    return Settings()

