@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 from medserve.settings import Settings, get_settings
 
 
@@ -47,6 +44,9 @@ def is_s3(uri: str) -> bool:
 
 def s3_client(settings: Settings | None = None) -> Any:
     """A boto3 S3 client for the configured endpoint, with adaptive retries and backoff."""
+    import boto3  # imported here: services that never touch S3 skip its start-up cost
+    from botocore.config import Config
+
     settings = settings or get_settings()
     return boto3.client(
         "s3",

@@ -9,8 +9,10 @@ without one fsync per request.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    insert,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -34,7 +37,15 @@ from ulid import ULID
 
 def new_id() -> str:
     """A new ULID string (sortable by creation time)."""
-    return str(ULID())
+    return new_ids(1)[0]
+
+
+def new_ids(count: int) -> list[str]:
+    """`count` ULID strings sharing one timestamp and one call to the OS's random source."""
+    millis = time.time_ns() // 1_000_000
+    stamp = millis.to_bytes(6, "big")
+    randomness = os.urandom(10 * count)
+    return [str(ULID.from_bytes(stamp + randomness[10 * i : 10 * i + 10])) for i in range(count)]
 
 
 def utcnow() -> datetime:
@@ -102,8 +113,10 @@ class UnknownPrediction(LookupError):
 
 def make_engine(url: str) -> Engine:
     """An engine; SQLite gets WAL and a busy timeout so several workers can share the file."""
-    engine = create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
+    is_sqlite = url.startswith("sqlite")
+    # A network database can drop idle connections; a local SQLite file cannot.
+    engine = create_engine(url, pool_pre_ping=not is_sqlite)
+    if is_sqlite:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -156,11 +169,11 @@ class PredictionLog:
                     pending.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            rows = [rec.model_dump() for recs, _ in pending for rec in recs]
             try:
-                with Session(self.engine) as session, session.begin():
-                    session.add_all(
-                        PredictionRow(**rec.model_dump()) for recs, _ in pending for rec in recs
-                    )
+                # Core executemany: one statement for the whole group, no ORM unit of work.
+                with self.engine.begin() as connection:
+                    connection.execute(insert(PredictionRow), rows)
             except Exception as exc:  # the callers decide; the writer keeps running
                 for _, done in pending:
                     done.set_exception(exc)

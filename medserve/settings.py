@@ -6,6 +6,7 @@ can set them as env vars. Defaults are the embedded, single-machine ones.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -71,3 +72,13 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (cached; tests build `Settings(...)` directly)."""
     return Settings()
+
+
+def use_local_bentoml_home(settings: Settings | None = None) -> Path:
+    """Point BentoML's model store at `<home>/bentoml` unless BENTOML_HOME is set already.
+
+    Must run before `bentoml` is imported (BentoML reads the variable at import time).
+    """
+    settings = settings or get_settings()
+    home = os.environ.setdefault("BENTOML_HOME", str(settings.home / "bentoml"))
+    return Path(home)

@@ -173,7 +173,7 @@ def _stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> None:
 
 
 @contextlib.contextmanager
-def _running(
+def running_process(
     cmd: list[str],
     log_path: Path,
     *,
@@ -289,7 +289,7 @@ def prometheus_server(
     ]
     log_path = workdir / "prometheus.log"
     start = time.monotonic()
-    with _running(cmd, log_path, cwd=workdir) as proc:
+    with running_process(cmd, log_path, cwd=workdir) as proc:
         _wait_ready(
             "prometheus",
             proc,
@@ -478,7 +478,7 @@ def seaweedfs_s3(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
     start = time.monotonic()
     try:
-        with _running(cmd, log_path, env=env, cwd=workdir) as proc:
+        with running_process(cmd, log_path, env=env, cwd=workdir) as proc:
 
             def probe() -> str | None:
                 try:
@@ -524,3 +524,37 @@ def chromium_browser(timeout_s: float = 60) -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+# --------------------------------------------------------------------------- medserve services
+
+
+@dataclass
+class ServiceProcess:
+    """A running `bentoml serve` of one medserve service."""
+
+    url: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def medserve_service(
+    target: str, workdir: Path, env: dict[str, str], timeout_s: float = 120
+) -> Iterator[ServiceProcess]:
+    """Serve a BentoML service (`bentos.x:Cls`) on a free loopback port until the block ends.
+
+    `env` is the complete environment (MEDSERVE_HOME, BENTOML_HOME, model settings).
+    """
+    port = free_port()
+    log_path = workdir / f"service-{port}.log"
+    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", LOOPBACK]
+    cmd += ["--port", str(port)]
+    with running_process(cmd, log_path, env=env, grace_s=15) as proc:
+        url = f"http://{LOOPBACK}:{port}"
+        _wait_ready(target, proc, log_path, lambda: _probe_http(f"{url}/readyz", 200), timeout_s)
+        yield ServiceProcess(url=url, port=port, log_path=log_path, process=proc)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 import sklearn
@@ -25,7 +28,10 @@ from medserve import model_store
 from medserve.drift import build_reference
 from medserve.heart.codes import CLASS_DESCRIPTION, CLASS_LABELS, FEATURE_NAMES, FEATURES
 from medserve.heart.data import KAGGLE_CSV, TARGET, file_sha256, load_kaggle
-from medserve.heart.model import CATEGORICAL_NAMES, MODEL_NAME, build_pipeline, save_pipeline
+from medserve.heart.features import CATEGORICAL_NAMES, to_matrix
+from medserve.heart.model import MODEL_NAME, PIPELINE_FILE, SCORER_FILE
+from medserve.heart.pipeline import build_pipeline, compile_pipeline
+from medserve.prediction_log import LabelledExample
 
 
 class HeartTrainConfig(BaseSettings):
@@ -68,6 +74,13 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray) -> dict:
         "confusion_matrix": confusion_matrix(y_true, predicted, labels=[0, 1]).tolist(),
         "per_class": per_class,
     }
+
+
+def feedback_frame(examples: Sequence[LabelledExample]) -> pd.DataFrame:
+    """Confirmed predictions from the log -> canonical rows (features + `cad`)."""
+    frame = pd.DataFrame(to_matrix(e.inputs for e in examples), columns=list(FEATURE_NAMES))
+    frame[TARGET] = [int(e.outcome["label"]) for e in examples]
+    return frame
 
 
 def frame_sha256(frame: pd.DataFrame) -> str:
@@ -134,6 +147,11 @@ def train(config: HeartTrainConfig, feedback: pd.DataFrame | None = None) -> Hea
             for f in FEATURES
         ],
     }
+    scorer = compile_pipeline(pipeline)
+    max_gap = float(np.max(np.abs(scorer.predict_proba(x_test) - pipeline.predict_proba(x_test))))
+    if max_gap > 1e-9:
+        raise RuntimeError(f"compiled scorer differs from the pipeline by {max_gap}")
     with model_store.create_model(MODEL_NAME, metadata, card, reference) as model:
-        save_pipeline(pipeline, model.path)
+        joblib.dump(pipeline, Path(model.path) / PIPELINE_FILE)
+        (Path(model.path) / SCORER_FILE).write_text(scorer.model_dump_json())
     return HeartTrainResult(tag=str(model.tag), metrics=metrics)

@@ -7,13 +7,12 @@ NaN, and `cad` = 1 for coronary artery disease (the inverse of the Kaggle `targe
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from medserve.heart.codes import FEATURE_NAMES, FEATURES, KAGGLE_COLUMNS
+from medserve.heart.codes import FEATURE_NAMES, KAGGLE_COLUMNS
+from medserve.heart.features import to_matrix
 from medserve.settings import REPO_ROOT
 
 DATA_DIR = REPO_ROOT / "data" / "heart"
@@ -25,18 +24,6 @@ TARGET = "cad"
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes (recorded with every trained model)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def to_matrix(rows: Iterable[Mapping[str, float | int | None]]) -> np.ndarray:
-    """Rows keyed by source feature names -> float64 matrix; missing codes and None become NaN."""
-    matrix = np.array(
-        [[np.nan if row[name] is None else row[name] for name in FEATURE_NAMES] for row in rows],
-        dtype=np.float64,
-    ).reshape(-1, len(FEATURE_NAMES))
-    for column, spec in enumerate(FEATURES):
-        for code in spec.missing_codes:
-            matrix[matrix[:, column] == code, column] = np.nan
-    return matrix
 
 
 def load_kaggle(path: Path = KAGGLE_CSV) -> pd.DataFrame:

@@ -1,58 +1,58 @@
-"""The heart model: a scikit-learn pipeline over the canonical feature matrix.
+"""The heart model as served: a compiled linear scorer evaluated with NumPy.
 
-The pipeline takes the float64 matrix of `data.to_matrix` (columns in `FEATURE_NAMES` order, NaN
-for missing), so the same fitted file also serves plain-array peers such as MLServer.
+Training (`medserve.heart.pipeline`) fits a scikit-learn pipeline and compiles it into a
+`LinearScorer`; serving loads only the scorer, so a worker imports neither scikit-learn nor SciPy
+(seconds of start-up and ~100 MB per worker saved) and scores a batch with one matrix product.
+The pickled pipeline is stored next to it for audits and for plain-array peers such as MLServer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-import joblib
 import numpy as np
 from pydantic import BaseModel
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from medserve import model_store
 from medserve.drift import ReferenceProfile
-from medserve.heart.codes import CLASS_LABELS, FEATURE_NAMES, FEATURES, FEATURES_BY_NAME
-from medserve.heart.data import to_matrix
+from medserve.heart.codes import CLASS_LABELS, FEATURES_BY_NAME
+from medserve.heart.features import to_matrix
 from medserve.heart.schema import HeartPatient, HeartPrediction
 from medserve.serving.model_server import ServedModel
 
 MODEL_NAME = "heart_risk"
 PIPELINE_FILE = "pipeline.joblib"
-
-NUMERIC = [i for i, f in enumerate(FEATURES) if f.kind == "numeric"]
-BINARY = [i for i, f in enumerate(FEATURES) if f.kind == "binary"]
-CATEGORICAL = [i for i, f in enumerate(FEATURES) if f.kind == "categorical"]
-CATEGORICAL_NAMES = {FEATURE_NAMES[i] for i in CATEGORICAL}
+SCORER_FILE = "scorer.json"
 
 
-def build_pipeline(c: float, seed: int) -> Pipeline:
-    """Impute + scale numbers, impute + one-hot codes, then L2 logistic regression."""
-    categories = [sorted(FEATURES[i].codes) for i in CATEGORICAL]
-    preprocess = ColumnTransformer(
-        [
-            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), NUMERIC),
-            ("binary", "passthrough", BINARY),
-            (
-                "categorical",
-                make_pipeline(
-                    SimpleImputer(strategy="most_frequent"),
-                    OneHotEncoder(categories=categories, handle_unknown="ignore"),
-                ),
-                CATEGORICAL,
-            ),
+class LinearScorer(BaseModel):
+    """Impute, one-hot and logistic regression folded into per-column weights.
+
+    logit = bias + sum(weights * x_filled) + sum over categorical columns of the weight of the
+    row's category (an unknown category contributes 0, as `handle_unknown="ignore"` does).
+    """
+
+    fill: list[float]
+    weights: list[float]
+    bias: float
+    categorical_columns: list[int]
+    category_weights: list[dict[str, float]]
+
+    def model_post_init(self, _context: object) -> None:
+        self._fill = np.asarray(self.fill)
+        self._weights = np.asarray(self.weights)
+        self._lookup = [
+            {float(k): v for k, v in weights.items()} for weights in self.category_weights
         ]
-    )
-    classifier = LogisticRegression(C=c, max_iter=1000, random_state=seed)
-    return Pipeline([("preprocess", preprocess), ("classifier", classifier)])
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        """[P(class 0), P(class 1)] per row."""
+        filled = np.where(np.isnan(rows), self._fill, rows)
+        logit = self.bias + filled @ self._weights
+        for column, lookup in zip(self.categorical_columns, self._lookup, strict=True):
+            logit += np.array([lookup.get(v, 0.0) for v in filled[:, column].tolist()])
+        p1 = 1.0 / (1.0 + np.exp(-logit))
+        return np.column_stack([1.0 - p1, p1])
 
 
 class HeartRiskModel(ServedModel):
@@ -62,9 +62,9 @@ class HeartRiskModel(ServedModel):
     instance_schema = HeartPatient
     instances_key = "patients"
 
-    def __init__(self, tag: str, pipeline: Pipeline, reference: ReferenceProfile) -> None:
+    def __init__(self, tag: str, scorer: LinearScorer, reference: ReferenceProfile) -> None:
         self.tag = tag
-        self.pipeline = pipeline
+        self.scorer = scorer
         self.reference = reference
 
     @classmethod
@@ -74,7 +74,7 @@ class HeartRiskModel(ServedModel):
         folder = model_store.model_folder(full_tag)
         return cls(
             tag=full_tag,
-            pipeline=joblib.load(folder / PIPELINE_FILE),
+            scorer=LinearScorer.model_validate_json((folder / SCORER_FILE).read_text()),
             reference=model_store.load_reference(full_tag),
         )
 
@@ -83,7 +83,7 @@ class HeartRiskModel(ServedModel):
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities [P(no CAD), P(CAD)] per row."""
-        return self.pipeline.predict_proba(rows)
+        return self.scorer.predict_proba(rows)
 
     def postprocess(self, output: np.ndarray, prediction_id: str) -> HeartPrediction:
         predicted = self.predicted_class(output)
@@ -103,8 +103,3 @@ class HeartRiskModel(ServedModel):
     def allowed(self, field: str) -> str | None:
         spec = FEATURES_BY_NAME.get(field)
         return spec.allowed_text() if spec else None
-
-
-def save_pipeline(pipeline: Pipeline, folder: Path | str) -> None:
-    """Write the fitted pipeline into a model folder."""
-    joblib.dump(pipeline, Path(folder) / PIPELINE_FILE)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
 
 MAX_ECHO_CHARS = 80
 
@@ -46,6 +48,14 @@ class ServiceError(Exception):
         self.field = field
         self.errors = errors or []
 
+    def response(self, request_id: str) -> Response:
+        """The JSON error response (pydantic serialises any odd value safely)."""
+        return Response(
+            self.body(request_id).model_dump_json(),
+            status_code=self.status,
+            media_type="application/json",
+        )
+
     def body(self, request_id: str) -> ErrorBody:
         return ErrorBody(
             error=self.error,
@@ -58,6 +68,8 @@ class ServiceError(Exception):
 
 def _echo(value: Any) -> Any:
     """The offending value as sent, shortened if it is large (the client's own data)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Infinity
     if isinstance(value, int | float | bool) or value is None:
         return value
     text = repr(value)

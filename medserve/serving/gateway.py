@@ -114,17 +114,15 @@ class Gateway:
                 response = await handler(request, self, request_id)
                 outcome = "ok"
             except ServiceError as exc:
-                response = JSONResponse(exc.body(request_id).model_dump(), status_code=exc.status)
+                response = exc.response(request_id)
                 outcome = exc.error
                 self._count_reject(exc.error)
             except Exception as exc:  # never leak internals; the type alone is logged
                 log.error(
                     "unhandled error", extra={"request_id": request_id, "error": type(exc).__name__}
                 )
-                body = ServiceError(500, "internal_error", "unexpected server error").body(
-                    request_id
-                )
-                response = JSONResponse(body.model_dump(), status_code=500)
+                error = ServiceError(500, "internal_error", "unexpected server error")
+                response = error.response(request_id)
                 outcome = "internal_error"
             response.headers[REQUEST_ID_HEADER] = request_id
             self._observe(request, transport, outcome, response.status_code, started, request_id)

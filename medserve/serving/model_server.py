@@ -16,10 +16,13 @@ import numpy as np
 from pydantic import BaseModel
 
 from medserve.drift import DriftMonitor, ReferenceProfile
-from medserve.prediction_log import PredictionLog, PredictionRecord, new_id, utcnow
+from medserve.prediction_log import PredictionLog, PredictionRecord, new_ids, utcnow
 from medserve.serving.batching import AdaptiveBatcher
 from medserve.serving.metrics import service_metrics
 from medserve.settings import Settings
+
+# PSI gauges are recomputed at most this often (scrapes are seconds apart; batches are not).
+DRIFT_EXPORT_INTERVAL_S = 0.25
 
 
 class ServedModel(ABC):
@@ -64,6 +67,7 @@ class InferencePipeline:
         self.log = log
         self.metrics = service_metrics()
         self.drift = DriftMonitor(model.reference, settings.drift_window)
+        self._drift_exported_at = 0.0
         self.batcher = AdaptiveBatcher(
             self._infer_batch, settings.max_batch_size, settings.max_latency_ms
         )
@@ -82,6 +86,10 @@ class InferencePipeline:
 
     def _update_drift(self, rows: np.ndarray, outputs: np.ndarray) -> None:
         self.drift.observe(*self.model.drift_inputs(rows, outputs))
+        now = time.monotonic()
+        if now - self._drift_exported_at < DRIFT_EXPORT_INTERVAL_S:
+            return
+        self._drift_exported_at = now
         snapshot = self.drift.snapshot()
         name = self.model.name
         self.metrics.drift_window_samples.labels(name).set(snapshot.samples)
@@ -100,8 +108,8 @@ class InferencePipeline:
         outputs = await self.batcher.submit(rows)
         answers, records = [], []
         now = utcnow()
-        for instance, output in zip(instances, outputs, strict=True):
-            prediction_id = new_id()
+        ids = new_ids(len(instances))
+        for instance, output, prediction_id in zip(instances, outputs, ids, strict=True):
             answer = self.model.postprocess(output, prediction_id)
             answers.append(answer)
             records.append(

@@ -1,0 +1,58 @@
+"""Ray job entrypoint: train any registered model.
+
+    python -m ray_jobs.train heart_risk [--with-feedback] [--export s3://bucket/prefix]
+
+Runs on a local Ray by default; under `ray job submit` or a KubeRay RayJob it joins that cluster
+(`RAY_ADDRESS` is set for it). The training itself runs as a Ray task, which saves to the model
+store of the node it ran on and, with `--export`, uploads the model from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import ray
+
+from medserve.settings import get_settings, use_local_bentoml_home
+from training.registry import TRAINERS, TrainOutcome
+
+
+@ray.remote(num_cpus=1)
+def train_task(model: str, with_feedback: bool, export_uri: str | None) -> dict:
+    """Train `model` on this Ray node; returns the `TrainOutcome` as a dict."""
+    use_local_bentoml_home()
+    from medserve import model_store
+
+    settings = get_settings()
+    outcome = TRAINERS[model](settings, with_feedback)
+    if export_uri:
+        outcome.exported_to = model_store.export_model(outcome.tag, export_uri, settings)
+    return outcome.model_dump()
+
+
+def run(model: str, with_feedback: bool = False, export_uri: str | None = None) -> TrainOutcome:
+    """Connect to (or start) Ray, run the training task, return its outcome."""
+    if model not in TRAINERS:
+        raise SystemExit(f"unknown model {model!r}; known: {', '.join(sorted(TRAINERS))}")
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    outcome = ray.get(train_task.remote(model, with_feedback, export_uri))
+    return TrainOutcome.model_validate(outcome)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=sorted(TRAINERS))
+    parser.add_argument("--with-feedback", action="store_true", help="add confirmed outcomes")
+    parser.add_argument("--export", default=None, help="s3://bucket/prefix or a folder")
+    args = parser.parse_args(argv)
+    outcome = run(args.model, args.with_feedback, args.export)
+    print(json.dumps({"event": "trained", **outcome.model_dump()}, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,64 @@
+"""Session-wide isolation and shared fixtures.
+
+Every test session gets its own MEDSERVE_HOME and BENTOML_HOME (set here, before anything imports
+`bentoml`, which reads BENTOML_HOME at import time).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="medserve-tests-"))
+os.environ["MEDSERVE_HOME"] = str(_SESSION_HOME)
+os.environ["BENTOML_HOME"] = str(_SESSION_HOME / "bentoml")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+import pytest  # noqa: E402
+
+from tests.servers import ServiceProcess, medserve_service  # noqa: E402
+
+HEART_TARGET = "bentos.heart_risk:HeartRisk"
+
+
+@pytest.fixture(scope="session")
+def session_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def heart_tag() -> str:
+    """A heart model trained once per session into the session's model store."""
+    from training.heart_risk import HeartTrainConfig, train
+
+    return train(HeartTrainConfig()).tag
+
+
+def service_env(home: Path, **overrides: str) -> dict[str, str]:
+    """Environment of a service process: isolated homes plus `MEDSERVE_*` overrides."""
+    env = dict(os.environ)
+    env["MEDSERVE_HOME"] = str(home)
+    env["BENTOML_HOME"] = os.environ["BENTOML_HOME"]
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="module")
+def heart_service(
+    heart_tag: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The heart service with its own prediction log, small drift window, two workers."""
+    home = tmp_path_factory.mktemp("heart-service")
+    env = service_env(
+        home,
+        MEDSERVE_HEART_RISK_MODEL_TAG=heart_tag,
+        MEDSERVE_DRIFT_WINDOW="200",
+        MEDSERVE_DRIFT_MIN_SAMPLES="50",
+        MEDSERVE_MAX_PATIENTS_PER_REQUEST="100",
+        MEDSERVE_MAX_BODY_BYTES="65536",
+        MEDSERVE_WORKERS="2",
+    )
+    with medserve_service(HEART_TARGET, home, env) as service:
+        yield service

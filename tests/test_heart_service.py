@@ -1,0 +1,233 @@
+"""The heart service over real HTTP: answers, bad input, prediction log, feedback, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import httpx
+import pytest
+
+from medserve.heart.codes import CLASS_LABELS
+from medserve.heart.data import load_kaggle
+from tests.heart_samples import VALID_PATIENT, dataset_patients
+from tests.servers import ServiceProcess
+
+# Distinctive values that must never appear in a log line.
+SECRET_VALUES = {"chol": 517.3, "trtbps": 187.7, "oldpeak": 7.37}
+
+
+def post(service: ServiceProcess, path: str, **kwargs: object) -> httpx.Response:
+    return httpx.post(f"{service.url}{path}", timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def predict(service: ServiceProcess, patients: list[dict]) -> httpx.Response:
+    return post(service, "/predict", json={"patients": patients})
+
+
+def test_predicts_one_patient_with_tag_and_id(
+    heart_service: ServiceProcess, heart_tag: str
+) -> None:
+    response = predict(heart_service, [VALID_PATIENT])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_tag"] == heart_tag
+    (prediction,) = body["predictions"]
+    assert prediction["class"] in (0, 1)
+    assert prediction["label"] == CLASS_LABELS[prediction["class"]]
+    assert set(prediction["probabilities"]) == set(CLASS_LABELS)
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", prediction["prediction_id"])
+    assert response.headers["x-request-id"] == body["request_id"]
+
+
+def test_many_patients_match_the_labels_like_training(heart_service: ServiceProcess) -> None:
+    patients = dataset_patients()[::3][:100]  # the file is sorted by target: take a spread
+    response = predict(heart_service, patients)
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 100
+    assert len({p["prediction_id"] for p in predictions}) == 100
+    # The service predicts disease with the right sign: P(CAD) is higher for diseased patients.
+    cad = load_kaggle()["cad"].to_numpy()[::3][:100]
+    p_cad = [p["probabilities"]["coronary_artery_disease"] for p in predictions]
+    mean_sick = sum(p for p, y in zip(p_cad, cad, strict=True) if y) / cad.sum()
+    mean_well = sum(p for p, y in zip(p_cad, cad, strict=True) if not y) / (100 - cad.sum())
+    assert mean_sick > mean_well + 0.3
+
+
+def test_missing_codes_are_accepted_as_missing(heart_service: ServiceProcess) -> None:
+    legacy = VALID_PATIENT | {"caa": 4, "thall": 0}
+    explicit = VALID_PATIENT | {"caa": None, "thall": None}
+    a, b = predict(heart_service, [legacy, explicit]).json()["predictions"]
+    assert a["probabilities"] == pytest.approx(b["probabilities"])
+
+
+BAD_REQUESTS = [
+    # (name, raw body or json, expected status, expected error code)
+    ("malformed json", b'{"patients": [', 400, "malformed_json"),
+    ("not json at all", b"age=63", 400, "malformed_json"),
+    ("empty body", b"", 400, "malformed_json"),
+    ("top-level list", [VALID_PATIENT], 422, "validation_error"),
+    ("missing patients key", {"patient": VALID_PATIENT}, 422, "validation_error"),
+    ("empty batch", {"patients": []}, 422, "validation_error"),
+    ("oversized batch", {"patients": [VALID_PATIENT] * 101}, 413, "batch_too_large"),
+    (
+        "missing field",
+        {"patients": [{k: v for k, v in VALID_PATIENT.items() if k != "age"}]},
+        422,
+        "validation_error",
+    ),
+    ("extra field", {"patients": [VALID_PATIENT | {"name": "x"}]}, 422, "validation_error"),
+    ("string for number", {"patients": [VALID_PATIENT | {"age": "63"}]}, 422, "validation_error"),
+    ("bool for code", {"patients": [VALID_PATIENT | {"sex": True}]}, 422, "validation_error"),
+    ("float for code", {"patients": [VALID_PATIENT | {"cp": 1.5}]}, 422, "validation_error"),
+    ("null for required", {"patients": [VALID_PATIENT | {"chol": None}]}, 422, "validation_error"),
+    (
+        "NaN",
+        b'{"patients": ['
+        + json.dumps(VALID_PATIENT | {"oldpeak": 1})
+        .encode()
+        .replace(b'"oldpeak": 1', b'"oldpeak": NaN')
+        + b"]}",
+        422,
+        "validation_error",
+    ),
+    (
+        "Infinity",
+        b'{"patients": ['
+        + json.dumps(VALID_PATIENT | {"chol": 1})
+        .encode()
+        .replace(b'"chol": 1', b'"chol": Infinity')
+        + b"]}",
+        422,
+        "validation_error",
+    ),
+    ("age too high", {"patients": [VALID_PATIENT | {"age": 121}]}, 422, "validation_error"),
+    ("age zero", {"patients": [VALID_PATIENT | {"age": 0}]}, 422, "validation_error"),
+    ("bp too low", {"patients": [VALID_PATIENT | {"trtbps": 49.9}]}, 422, "validation_error"),
+    ("chol too high", {"patients": [VALID_PATIENT | {"chol": 701}]}, 422, "validation_error"),
+    ("hr too low", {"patients": [VALID_PATIENT | {"thalachh": 39}]}, 422, "validation_error"),
+    (
+        "negative oldpeak",
+        {"patients": [VALID_PATIENT | {"oldpeak": -0.1}]},
+        422,
+        "validation_error",
+    ),
+    ("unknown cp code", {"patients": [VALID_PATIENT | {"cp": 4}]}, 422, "validation_error"),
+    ("unknown thall code", {"patients": [VALID_PATIENT | {"thall": 5}]}, 422, "validation_error"),
+    ("caa out of range", {"patients": [VALID_PATIENT | {"caa": 5}]}, 422, "validation_error"),
+    ("body too large", {"patients": [VALID_PATIENT], "pad": "x" * 70_000}, 413, "body_too_large"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "error"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_bad_input_gets_a_clear_4xx(
+    heart_service: ServiceProcess, name: str, body: object, status: int, error: str
+) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = post(
+        heart_service, "/predict", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert payload["error"] == error
+    assert payload["detail"]
+    assert payload["request_id"] == response.headers["x-request-id"]
+
+
+def test_range_violation_names_field_value_and_range(heart_service: ServiceProcess) -> None:
+    response = predict(heart_service, [VALID_PATIENT, VALID_PATIENT | {"chol": 999}])
+    assert response.status_code == 422
+    body = response.json()
+    assert body["field"] == "patients.1.chol"
+    (err,) = body["errors"]
+    assert err["value"] == 999
+    assert "80-700 mg/dl" in err["message"]
+
+
+def test_bad_code_lists_the_allowed_codes(heart_service: ServiceProcess) -> None:
+    body = predict(heart_service, [VALID_PATIENT | {"restecg": 3}]).json()
+    assert body["field"] == "patients.0.restecg"
+    assert "left-ventricular hypertrophy" in body["errors"][0]["message"]
+
+
+def test_wrong_media_type_is_415(heart_service: ServiceProcess) -> None:
+    response = post(
+        heart_service, "/predict", content=b"<x/>", headers={"content-type": "application/xml"}
+    )
+    assert response.status_code == 415
+    assert response.json()["error"] == "unsupported_media_type"
+
+
+def test_service_keeps_serving_after_bad_input(heart_service: ServiceProcess) -> None:
+    for _name, body, _status, _error in BAD_REQUESTS[:5]:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        post(heart_service, "/predict", content=raw, headers={"content-type": "application/json"})
+    assert predict(heart_service, [VALID_PATIENT]).status_code == 200
+
+
+def test_prediction_is_logged_and_feedback_attaches(heart_service: ServiceProcess) -> None:
+    response = predict(
+        heart_service,
+        [VALID_PATIENT],
+    )
+    prediction_id = response.json()["predictions"][0]["prediction_id"]
+    stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()
+    assert stored["inputs"] == VALID_PATIENT
+    assert stored["request_id"] == response.json()["request_id"]
+    assert stored["model_tag"] == response.json()["model_tag"]
+    assert stored["outputs"]["class"] == response.json()["predictions"][0]["class"]
+    ok = post(heart_service, "/feedback", json={"prediction_id": prediction_id, "label": 1})
+    assert ok.status_code == 200, ok.text
+    unknown = post(heart_service, "/feedback", json={"prediction_id": "0" * 26, "label": 1})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "unknown_prediction"
+    bad = post(heart_service, "/feedback", json={"prediction_id": prediction_id, "label": 2})
+    assert bad.status_code == 422
+    assert httpx.get(f"{heart_service.url}/predictions/{'0' * 26}").status_code == 404
+
+
+def test_concurrent_requests_are_batched(heart_service: ServiceProcess) -> None:
+    patients = dataset_patients()
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=heart_service.url, limits=limits, timeout=60) as c:
+            responses = await asyncio.gather(
+                *(c.post("/predict", json={"patients": [p]}) for p in patients * 2)
+            )
+        return [r.status_code for r in responses]
+
+    assert set(asyncio.run(burst())) == {200}
+    metrics = httpx.get(f"{heart_service.url}/metrics").text
+    count = _metric(metrics, 'medserve_batch_size_count{model="heart_risk"}')
+    total = _metric(metrics, 'medserve_batch_size_sum{model="heart_risk"}')
+    assert total / count > 1.0, (total, count)
+
+
+def _metric(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} not exported")
+
+
+def test_no_patient_values_in_logs(heart_service: ServiceProcess) -> None:
+    secret = VALID_PATIENT | SECRET_VALUES
+    assert predict(heart_service, [secret]).status_code == 200
+    assert predict(heart_service, [secret | {"age": 150}]).status_code == 422
+    assert predict(heart_service, [secret | {"cp": 9}]).status_code == 422
+    post(
+        heart_service,
+        "/predict",
+        content=json.dumps({"patients": [secret]})[:-5],
+        headers={"content-type": "application/json"},
+    )
+    log = heart_service.log_text()
+    assert "request rejected" in log  # the rejections were logged, without values
+    for value in SECRET_VALUES.values():
+        assert not re.search(rf"(?<![\d:.]){re.escape(str(value))}(?!\d)", log), value

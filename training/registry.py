@@ -1,0 +1,35 @@
+"""Which training function trains which model; the one table `ray_jobs.train` dispatches on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from medserve.prediction_log import PredictionLog
+from medserve.settings import Settings
+
+
+class TrainOutcome(BaseModel):
+    """What any training run reports back (also the job's final JSON line)."""
+
+    model: str
+    tag: str
+    metrics: dict
+    exported_to: str | None = None
+
+
+def _train_heart_risk(settings: Settings, with_feedback: bool) -> TrainOutcome:
+    from training.heart_risk import HeartTrainConfig, feedback_frame, train
+
+    feedback = None
+    if with_feedback:
+        log = PredictionLog(settings.resolved_database_url)
+        feedback = feedback_frame(log.labelled("heart_risk"))
+    result = train(HeartTrainConfig(), feedback)
+    return TrainOutcome(model="heart_risk", tag=result.tag, metrics=result.metrics)
+
+
+TRAINERS: dict[str, Callable[[Settings, bool], TrainOutcome]] = {
+    "heart_risk": _train_heart_risk,
+}
