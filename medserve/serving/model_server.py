@@ -7,6 +7,7 @@ batching, the prediction log, metrics and drift. All transports call `InferenceP
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -68,6 +69,7 @@ class InferencePipeline:
         self.metrics = service_metrics()
         self.drift = DriftMonitor(model.reference, settings.drift_window)
         self._drift_exported_at = 0.0
+        self._drift_export_scheduled = False
         self.batcher = AdaptiveBatcher(
             self._infer_batch, settings.max_batch_size, settings.max_latency_ms
         )
@@ -85,11 +87,21 @@ class InferencePipeline:
         return outputs
 
     def _update_drift(self, rows: np.ndarray, outputs: np.ndarray) -> None:
+        """Feed the window now; recompute the PSI gauges at most every interval, trailing edge
+        included, so the last batch of a burst is always exported."""
         self.drift.observe(*self.model.drift_inputs(rows, outputs))
-        now = time.monotonic()
-        if now - self._drift_exported_at < DRIFT_EXPORT_INTERVAL_S:
+        if self._drift_export_scheduled:
             return
-        self._drift_exported_at = now
+        wait = DRIFT_EXPORT_INTERVAL_S - (time.monotonic() - self._drift_exported_at)
+        if wait <= 0:
+            self._export_drift()
+        else:
+            self._drift_export_scheduled = True
+            asyncio.get_running_loop().call_later(wait, self._export_drift)
+
+    def _export_drift(self) -> None:
+        self._drift_export_scheduled = False
+        self._drift_exported_at = time.monotonic()
         snapshot = self.drift.snapshot()
         name = self.model.name
         self.metrics.drift_window_samples.labels(name).set(snapshot.samples)

@@ -1,0 +1,529 @@
+"""Heart model served side by side: medserve (BentoML) vs MLServer 1.7, same fitted model.
+
+Usage: ``uv run python -m bench.heart_serving [--duration 10] [--connections 1,16,64]
+[--workers 2] [--out FILE] [--keep]``.
+
+One run trains the heart model into a throw-away MEDSERVE_HOME/BENTOML_HOME, checks that both
+servers give the same probabilities for one patient, then drives each server configuration in
+turn (never two servers at once) with wrk: a short warm-up, then one closed-loop run per
+connection count. It prints markdown tables of throughput/latency, medserve/MLServer ratios and
+per-process resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.loadgen import LoadResult, markdown_table, process_tree_rss_mb, run_wrk, warmup
+from bench.mlserver_peer import (
+    DEFAULT_ROOT,
+    MODEL_NAME,
+    ensure_mlserver_venv,
+    free_port,
+    serve_mlserver,
+    v2_request_body,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+JSON = "application/json"
+WARMUP_S = 3.0
+TOLERANCE = 1e-9
+MEDSERVE = "medserve"
+MLSERVER = "MLServer"
+SERVICE_TARGET = "bentos.heart_risk:HeartRisk"
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """One server configuration to measure; `parallel_workers` only matters for MLServer."""
+
+    server: str
+    label: str
+    parallel_workers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRss:
+    """Resident memory of one server process after the load."""
+
+    pid: int
+    role: str
+    rss_mb: float
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """All wrk runs and the memory of one server configuration."""
+
+    config: ServerConfig
+    loads: list[LoadResult]
+    rss: list[ProcessRss]
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """The fitted model and the two request bodies for it."""
+
+    tag: str
+    pipeline_path: Path
+    row: list[float]
+    reference_proba: list[float]
+    class_labels: tuple[str, ...]
+    v2_body: bytes
+    medserve_body: bytes
+
+
+MLSERVER_CONFIGS = (
+    ServerConfig(MLSERVER, "default (parallel_workers unset = 1)", None),
+    ServerConfig(MLSERVER, "parallel_workers=2 (documented 2-core)", 2),
+    ServerConfig(MLSERVER, "parallel_workers=0 (in-process)", 0),
+)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def isolate_homes(root: Path) -> None:
+    """Point MEDSERVE_HOME and BENTOML_HOME at `root`; must run before bentoml is imported."""
+    if "bentoml" in sys.modules:
+        raise RuntimeError("bentoml was imported before the benchmark set BENTOML_HOME")
+    os.environ["MEDSERVE_HOME"] = str(root / "medserve-home")
+    os.environ["BENTOML_HOME"] = str(root / "bentoml-home")
+    Path(os.environ["MEDSERVE_HOME"]).mkdir(parents=True)
+
+
+def prepare_model() -> Setup:
+    """Train the heart model into the isolated store; build the request bodies for one patient."""
+    import joblib
+    import numpy as np
+
+    from medserve.heart.codes import CLASS_LABELS
+    from medserve.heart.features import to_matrix
+    from medserve.heart.model import PIPELINE_FILE
+    from medserve.model_store import model_folder
+    from tests.heart_samples import VALID_PATIENT
+    from training.heart_risk import HeartTrainConfig, train
+
+    tag = train(HeartTrainConfig()).tag
+    pipeline_path = model_folder(tag) / PIPELINE_FILE
+    row = [float(x) for x in to_matrix([VALID_PATIENT])[0].tolist()]
+    proba = joblib.load(pipeline_path).predict_proba(np.asarray([row]))[0]
+    return Setup(
+        tag=tag,
+        pipeline_path=pipeline_path,
+        row=row,
+        reference_proba=[float(p) for p in proba],
+        class_labels=tuple(CLASS_LABELS),
+        v2_body=v2_request_body([row]),
+        medserve_body=json.dumps({"patients": [VALID_PATIENT]}).encode(),
+    )
+
+
+# --------------------------------------------------------------------------- HTTP helpers
+
+
+def post_json(url: str, body: bytes) -> dict[str, Any]:
+    """POST a JSON body (no proxy) and return the decoded JSON answer; raise on non-2xx."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": JSON})
+    with _OPENER.open(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def http_status(url: str) -> int | None:
+    """Status of GET `url`, or None when nothing answers."""
+    try:
+        with _OPENER.open(url, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+# --------------------------------------------------------------------------- medserve service
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM the process group, wait for the leader, then SIGKILL whatever is left."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while http_status(url) != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"medserve not ready (exit {proc.poll()}), {log}:\n{tail}")
+        time.sleep(0.25)
+
+
+@contextmanager
+def serve_medserve(
+    tag: str, workers: int, workdir: Path, timeout_s: float = 180.0
+) -> Iterator[tuple[str, int]]:
+    """Run `bentoml serve` of the heart service in its own process group; yield (URL, pid)."""
+    port = free_port()
+    env = dict(os.environ)
+    env |= {"MEDSERVE_HEART_RISK_MODEL_TAG": tag, "MEDSERVE_WORKERS": str(workers)}
+    cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE_TARGET]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "medserve.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_ready(f"{base_url}/readyz", proc, log, timeout_s)
+        yield base_url, proc.pid
+    finally:
+        _stop_group(proc)
+
+
+@contextmanager
+def serve_mlserver_pid(
+    setup: Setup, config: ServerConfig, exe: Path, workdir: Path
+) -> Iterator[tuple[str, int]]:
+    """`serve_mlserver` for one config; yield (URL, pid of the `mlserver start` process)."""
+    with serve_mlserver(
+        setup.pipeline_path, workdir, free_port(), free_port(), config.parallel_workers, exe
+    ) as base_url:
+        yield base_url, int((workdir / "mlserver.pid").read_text())
+
+
+# --------------------------------------------------------------------------- correctness
+
+
+def _max_gap(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+def mlserver_proba(base_url: str, setup: Setup) -> list[float]:
+    """predict_proba of the benchmark row as MLServer returns it."""
+    answer = post_json(f"{base_url}/v2/models/{MODEL_NAME}/infer", setup.v2_body)
+    output = next(o for o in answer["outputs"] if o["name"] == "predict_proba")
+    return [float(p) for p in output["data"]]
+
+
+def medserve_proba(base_url: str, setup: Setup) -> list[float]:
+    """Class probabilities of the benchmark patient as medserve returns them (label order)."""
+    answer = post_json(f"{base_url}/predict", setup.medserve_body)
+    probabilities = answer["predictions"][0]["probabilities"]
+    return [float(probabilities[label]) for label in setup.class_labels]
+
+
+def check(name: str, got: list[float], want: list[float], against: str) -> str:
+    """One line saying whether `got` sums to 1 and matches `want` within TOLERANCE; raise if not."""
+    total, gap = sum(got), _max_gap(got, want)
+    ok = abs(total - 1.0) <= TOLERANCE and gap <= TOLERANCE
+    line = (
+        f"{'OK ' if ok else 'FAIL'} {name}: proba={[round(p, 12) for p in got]} "
+        f"sum={total:.15f} max|diff| vs {against}={gap:.2e} (tolerance {TOLERANCE:g})"
+    )
+    print(line, flush=True)
+    if not ok:
+        raise SystemExit(f"correctness check failed: {line}")
+    return line
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def process_role(server: str, pid: int, root_pid: int) -> str:
+    """What a server process is, from its command line."""
+    try:
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except psutil.NoSuchProcess:
+        return "exited"
+    if "resource_tracker" in cmdline:
+        return "multiprocessing resource tracker"
+    if server == MEDSERVE:
+        if pid == root_pid:
+            return "bentoml serve (circus arbiter)"
+        return "worker" if "_bentoml_impl.worker" in cmdline else f"other: {cmdline[:60]}"
+    if pid == root_pid:
+        return "mlserver start (REST/gRPC front-end)"
+    return "inference worker" if "multiprocessing" in cmdline else f"other: {cmdline[:60]}"
+
+
+def memory(server: str, root_pid: int) -> list[ProcessRss]:
+    """RSS of the server's process tree, one entry per process."""
+    return [
+        ProcessRss(pid, process_role(server, pid, root_pid), rss)
+        for pid, rss in process_tree_rss_mb(root_pid).items()
+    ]
+
+
+def measure(
+    config: ServerConfig,
+    server: AbstractContextManager[tuple[str, int]],
+    url_path: str,
+    body: bytes,
+    args: argparse.Namespace,
+    verify: Callable[[str], None],
+) -> Measurement:
+    """Start one server config, verify its answer, warm it up, run wrk per connection count."""
+    print(f"== {config.server} {config.label}", flush=True)
+    with server as (base_url, root_pid):
+        verify(base_url)
+        url = base_url + url_path
+        warmup(url, body, JSON, WARMUP_S)
+        loads = []
+        for connections in args.connections:
+            result = run_wrk(url, body, JSON, connections, args.duration)
+            print(
+                f"   c={connections}: {result.rps:.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+                f"p99 {result.p99_ms:.2f} ms, errors {result.errors}",
+                flush=True,
+            )
+            loads.append(result)
+        rss = memory(config.server, root_pid)
+    return Measurement(config, loads, rss)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def machine_lines(
+    setup: Setup, mlserver_exe: Path, args: argparse.Namespace, load: tuple[float, ...]
+) -> list[str]:
+    """Machine, date and versions as markdown bullet lines."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    probe = "import importlib.metadata as m; print(m.version('mlserver'))"
+    venv_python = mlserver_exe.parent / "python"
+    mlserver_version = subprocess.run(
+        [venv_python, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"- date: {now}",
+        f"- machine: nproc {len(os.sched_getaffinity(0))}, {cpu}, "
+        f"{mem_kb / 2**20:.1f} GiB RAM, load average at start "
+        f"{' '.join(f'{x:.2f}' for x in load)}",
+        f"- versions: Python {platform.python_version()}, "
+        f"bentoml {importlib.metadata.version('bentoml')}, mlserver {mlserver_version}, "
+        f"scikit-learn {importlib.metadata.version('scikit-learn')}",
+        f"- model: {setup.tag} (MLServer serves its `pipeline.joblib` via SKLearnModel)",
+        f"- load: wrk, 1 thread, closed loop, keep-alive, {WARMUP_S:g} s warm-up per config, "
+        f"then {max(1, round(args.duration))} s per connection count; one server at a time",
+        f"- medserve: `bentoml serve {SERVICE_TARGET}`, MEDSERVE_WORKERS={args.workers}, "
+        f'POST /predict `{{"patients": [VALID_PATIENT]}}` ({len(setup.medserve_body)} B)',
+        f"- MLServer: POST /v2/models/{MODEL_NAME}/infer, FP64 [1, 13], "
+        f"outputs predict_proba ({len(setup.v2_body)} B)",
+    ]
+
+
+def results_table(measurements: list[Measurement]) -> str:
+    rows = [
+        {
+            "server": m.config.server,
+            "config": m.config.label,
+            "connections": r.connections,
+            "req/s": round(r.rps),
+            "p50 ms": r.p50_ms,
+            "p99 ms": r.p99_ms,
+            "errors": r.errors,
+            "wrk CPU s": r.client_cpu_seconds,
+        }
+        for m in measurements
+        for r in m.loads
+    ]
+    return markdown_table(rows)
+
+
+def ratio_table(ours: Measurement, peers: list[Measurement]) -> str:
+    """medserve vs the MLServer config with the most req/s at each connection count."""
+    rows = []
+    for index, mine in enumerate(ours.loads):
+        best = max(peers, key=lambda m: m.loads[index].rps)
+        theirs = best.loads[index]
+        rows.append(
+            {
+                "connections": mine.connections,
+                "medserve req/s": round(mine.rps),
+                "best MLServer config": best.config.label,
+                "MLServer req/s": round(theirs.rps),
+                "req/s ratio (medserve / MLServer)": mine.rps / theirs.rps,
+                "medserve p99 ms": mine.p99_ms,
+                "MLServer p99 ms": theirs.p99_ms,
+                "p99 ratio (medserve / MLServer)": mine.p99_ms / theirs.p99_ms,
+            }
+        )
+    return markdown_table(rows)
+
+
+def rss_table(measurements: list[Measurement]) -> str:
+    rows: list[dict[str, Any]] = []
+    for m in measurements:
+        for proc in m.rss:
+            rows.append(
+                {
+                    "server": m.config.server,
+                    "config": m.config.label,
+                    "pid": proc.pid,
+                    "role": proc.role,
+                    "RSS MiB": proc.rss_mb,
+                }
+            )
+        total = sum(p.rss_mb for p in m.rss)
+        rows.append(
+            {
+                "server": m.config.server,
+                "config": m.config.label,
+                "pid": "",
+                "role": f"**total, {len(m.rss)} processes**",
+                "RSS MiB": total,
+            }
+        )
+    return markdown_table(rows)
+
+
+def report(
+    header: list[str], checks: list[str], measurements: list[Measurement], ours: Measurement
+) -> str:
+    peers = [m for m in measurements if m.config.server == MLSERVER]
+    return "\n".join(
+        [
+            "# Heart model serving: medserve vs MLServer",
+            "",
+            *header,
+            "",
+            "## Correctness check (before measuring)",
+            "",
+            *(f"- `{line}`" for line in checks),
+            "",
+            "## Throughput and latency",
+            "",
+            results_table(measurements),
+            "",
+            "## medserve vs the best MLServer config at each connection count",
+            "",
+            ratio_table(ours, peers),
+            "",
+            "## Resident memory after the load",
+            "",
+            rss_table(measurements),
+            "",
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument(
+        "--connections",
+        type=lambda s: [int(c) for c in s.split(",") if c.strip()],
+        default=[1, 16, 64],
+        help="comma-separated connection counts",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="medserve MEDSERVE_WORKERS")
+    parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, homes)")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> str:
+    """The whole benchmark inside the temp dir `tmp`; return the markdown report."""
+    load = os.getloadavg()
+    isolate_homes(tmp)
+    print(f"training the heart model into {tmp} ...", flush=True)
+    setup = prepare_model()
+    exe = ensure_mlserver_venv(DEFAULT_ROOT)
+    header = machine_lines(setup, exe, args, load)
+    checks: list[str] = []
+    measurements: list[Measurement] = []
+    mlserver_answer: list[float] = []
+
+    for config in MLSERVER_CONFIGS:
+        workdir = tmp / f"mlserver-{config.parallel_workers}"
+
+        def verify_mlserver(base_url: str, label: str = config.label) -> None:
+            got = mlserver_proba(base_url, setup)
+            checks.append(check(f"MLServer {label}", got, setup.reference_proba, "pipeline"))
+            mlserver_answer[:] = got
+
+        server = serve_mlserver_pid(setup, config, exe, workdir)
+        path = f"/v2/models/{MODEL_NAME}/infer"
+        measurements.append(measure(config, server, path, setup.v2_body, args, verify_mlserver))
+
+    def verify_medserve(base_url: str) -> None:
+        got = medserve_proba(base_url, setup)
+        checks.append(check("medserve /predict", got, mlserver_answer, "MLServer predict_proba"))
+
+    ours_config = ServerConfig(MEDSERVE, f"bentoml serve, workers={args.workers}")
+    server = serve_medserve(setup.tag, args.workers, tmp / "medserve")
+    ours = measure(ours_config, server, "/predict", setup.medserve_body, args, verify_medserve)
+    measurements.append(ours)
+    return report(header, checks, measurements, ours)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="heart-serving-bench-"))
+    try:
+        text = run(args, tmp)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print("\n" + text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
