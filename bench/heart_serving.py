@@ -80,6 +80,7 @@ class Measurement:
     config: ServerConfig
     loads: list[LoadResult]
     rss: list[ProcessRss]
+    load_average: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +299,8 @@ def measure(
     verify: Callable[[str], None],
 ) -> Measurement:
     """Start one server config, verify its answer, warm it up, run wrk per connection count."""
-    print(f"== {config.server} {config.label}", flush=True)
+    load_average = os.getloadavg()[0]
+    print(f"== {config.server} {config.label} (1-min load average {load_average:.2f})", flush=True)
     with server as (base_url, root_pid):
         verify(base_url)
         url = base_url + url_path
@@ -313,7 +315,7 @@ def measure(
             )
             loads.append(result)
         rss = memory(config.server, root_pid)
-    return Measurement(config, loads, rss)
+    return Measurement(config, loads, rss, load_average)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -442,6 +444,11 @@ def report(
             "## Throughput and latency",
             "",
             results_table(measurements),
+            "",
+            "1-min load average just before each config started (it includes the decaying load of"
+            " the previous config; more means other work competed for the cores):",
+            "",
+            *(f"- {m.config.server} {m.config.label}: {m.load_average:.2f}" for m in measurements),
             "",
             "## medserve vs the best MLServer config at each connection count",
             "",

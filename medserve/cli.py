@@ -127,3 +127,7 @@ def up(
         console.print("no heart_risk model in the local store: training one first")
         train("heart_risk")
     serve("heart_risk", port=port, workers=workers)
+
+
+if __name__ == "__main__":
+    app()
