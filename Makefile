@@ -1,0 +1,27 @@
+# The two entry points of the README; everything else is a helper of these.
+SHELL := /bin/bash
+UV ?= uv
+
+.PHONY: up test venv system-deps lint bench
+
+venv:
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --locked
+
+## Start the platform locally on embedded defaults (trains the default model if none).
+up: venv
+	$(UV) run medserve up
+
+system-deps:
+	./tools/install-system-deps.sh
+
+lint: venv
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+## Run the whole test suite against real local servers.
+test: system-deps venv lint
+	$(UV) run pytest
+
+bench: system-deps venv
+	$(UV) run python -m bench.heart_serving

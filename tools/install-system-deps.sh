@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the test suite and benchmarks need beyond Python: Debian's prometheus (+promtool),
+# chromium (real browser tests) and wrk (benchmarks), and uv itself. Idempotent; needs root for apt.
+set -euo pipefail
+
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v uv >/dev/null; then
+  echo "installing uv"
+  python3 -m pip install --quiet uv
+fi
