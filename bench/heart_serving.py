@@ -94,6 +94,8 @@ class Setup:
     class_labels: tuple[str, ...]
     v2_body: bytes
     medserve_body: bytes
+    pipeline_ms: float
+    scorer_ms: float
 
 
 MLSERVER_CONFIGS = (
@@ -115,6 +117,17 @@ def isolate_homes(root: Path) -> None:
     Path(os.environ["MEDSERVE_HOME"]).mkdir(parents=True)
 
 
+def per_call_ms(predict: Callable[[Any], Any], rows: Any, seconds: float = 1.0) -> float:
+    """Mean wall time in ms of `predict(rows)` over about `seconds` after a short warm-up."""
+    for _ in range(20):
+        predict(rows)
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        predict(rows)
+        calls += 1
+    return elapsed / calls * 1e3
+
+
 def prepare_model() -> Setup:
     """Train the heart model into the isolated store; build the request bodies for one patient."""
     import joblib
@@ -122,7 +135,7 @@ def prepare_model() -> Setup:
 
     from medserve.heart.codes import CLASS_LABELS
     from medserve.heart.features import to_matrix
-    from medserve.heart.model import PIPELINE_FILE
+    from medserve.heart.model import PIPELINE_FILE, SCORER_FILE, LinearScorer
     from medserve.model_store import model_folder
     from tests.heart_samples import VALID_PATIENT
     from training.heart_risk import HeartTrainConfig, train
@@ -130,7 +143,10 @@ def prepare_model() -> Setup:
     tag = train(HeartTrainConfig()).tag
     pipeline_path = model_folder(tag) / PIPELINE_FILE
     row = [float(x) for x in to_matrix([VALID_PATIENT])[0].tolist()]
-    proba = joblib.load(pipeline_path).predict_proba(np.asarray([row]))[0]
+    pipeline = joblib.load(pipeline_path)
+    scorer = LinearScorer.model_validate_json((pipeline_path.parent / SCORER_FILE).read_text())
+    rows = np.asarray([row])
+    proba = pipeline.predict_proba(rows)[0]
     return Setup(
         tag=tag,
         pipeline_path=pipeline_path,
@@ -139,6 +155,8 @@ def prepare_model() -> Setup:
         class_labels=tuple(CLASS_LABELS),
         v2_body=v2_request_body([row]),
         medserve_body=json.dumps({"patients": [VALID_PATIENT]}).encode(),
+        pipeline_ms=per_call_ms(pipeline.predict_proba, rows),
+        scorer_ms=per_call_ms(scorer.predict_proba, rows),
     )
 
 
@@ -359,6 +377,9 @@ def machine_lines(
         f'POST /predict `{{"patients": [VALID_PATIENT]}}` ({len(setup.medserve_body)} B)',
         f"- MLServer: POST /v2/models/{MODEL_NAME}/infer, FP64 [1, 13], "
         f"outputs predict_proba ({len(setup.v2_body)} B)",
+        f"- model cost of one row, in this process without a server: scikit-learn pipeline "
+        f"predict_proba (what MLServer runs) {setup.pipeline_ms:.3f} ms, medserve's compiled "
+        f"LinearScorer {setup.scorer_ms:.3f} ms",
     ]
 
 
