@@ -35,8 +35,11 @@ class BinnedReference(BaseModel):
         if self.kind == "numeric":
             idx = np.searchsorted(np.asarray(self.edges), values, side="right")
         else:
-            lookup = {c: i for i, c in enumerate(self.categories)}
-            idx = np.array([lookup.get(v, missing_bin) for v in values.tolist()], dtype=np.int64)
+            categories = np.asarray(self.categories)  # sorted at build time
+            if categories.size == 0:
+                return np.full(values.shape, missing_bin, dtype=np.int64)
+            idx = np.searchsorted(categories, values).clip(max=len(categories) - 1)
+            idx[categories[idx] != values] = missing_bin  # unknown categories
         idx = np.asarray(idx, dtype=np.int64)
         idx[np.isnan(values)] = missing_bin
         return idx

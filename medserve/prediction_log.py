@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -40,12 +41,17 @@ def new_id() -> str:
     return new_ids(1)[0]
 
 
+# ULID randomness from a per-process generator seeded by the OS: a getrandom() system call per id
+# was measurable on the serving hot path. Reseeded in forked children so that no two processes
+# share a stream; uniqueness, not secrecy, is what ids need.
+_random = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
+
+
 def new_ids(count: int) -> list[str]:
-    """`count` ULID strings sharing one timestamp and one call to the OS's random source."""
-    millis = time.time_ns() // 1_000_000
-    stamp = millis.to_bytes(6, "big")
-    randomness = os.urandom(10 * count)
-    return [str(ULID.from_bytes(stamp + randomness[10 * i : 10 * i + 10])) for i in range(count)]
+    """`count` ULID strings sharing one millisecond timestamp."""
+    stamp = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    return [str(ULID.from_bytes(stamp + _random.randbytes(10))) for _ in range(count)]
 
 
 def utcnow() -> datetime:
@@ -162,6 +168,8 @@ class PredictionLog:
                 self._writer.start()
 
     def _write_loop(self) -> None:
+        statement = insert(PredictionRow)
+        connection = self.engine.connect()
         while True:
             pending = [self._queue.get()]
             while True:
@@ -171,10 +179,13 @@ class PredictionLog:
                     break
             rows = [rec.model_dump() for recs, _ in pending for rec in recs]
             try:
-                # Core executemany: one statement for the whole group, no ORM unit of work.
-                with self.engine.begin() as connection:
-                    connection.execute(insert(PredictionRow), rows)
+                # Core executemany on the writer's own connection: one statement and one commit
+                # for the whole group, no ORM unit of work, no pool checkout.
+                with connection.begin():
+                    connection.execute(statement, rows)
             except Exception as exc:  # the callers decide; the writer keeps running
+                connection.close()
+                connection = self.engine.connect()
                 for _, done in pending:
                     done.set_exception(exc)
             else:

@@ -11,8 +11,12 @@ import pytest
 
 from medserve.heart.codes import CLASS_LABELS
 from medserve.heart.data import load_kaggle
+from medserve.prediction_log import PredictionLog
+from medserve.settings import Settings
 from tests.heart_samples import VALID_PATIENT, dataset_patients
 from tests.servers import ServiceProcess
+from training.heart_risk import feedback_frame
+from training.registry import TRAINERS
 
 # Distinctive values that must never appear in a log line.
 SECRET_VALUES = {"chol": 517.3, "trtbps": 187.7, "oldpeak": 7.37}
@@ -231,3 +235,19 @@ def test_no_patient_values_in_logs(heart_service: ServiceProcess) -> None:
     assert "request rejected" in log  # the rejections were logged, without values
     for value in SECRET_VALUES.values():
         assert not re.search(rf"(?<![\d:.]){re.escape(str(value))}(?!\d)", log), value
+
+
+def test_confirmed_feedback_becomes_training_data(heart_service: ServiceProcess) -> None:
+    """The loop: predict -> clinician confirms -> `train --with-feedback` trains on the row."""
+    patient = VALID_PATIENT | {"age": 71, "chol": 301.0}
+    prediction_id = predict(heart_service, [patient]).json()["predictions"][0]["prediction_id"]
+    confirmed = post(heart_service, "/feedback", json={"prediction_id": prediction_id, "label": 1})
+    assert confirmed.status_code == 200
+    service_home = heart_service.log_path.parent
+    outcome = TRAINERS["heart_risk"](Settings(home=service_home), True)
+    assert outcome.metrics["n_feedback"] >= 1
+    log = PredictionLog(Settings(home=service_home).resolved_database_url)
+    examples = {e.prediction_id: e for e in log.labelled("heart_risk")}
+    assert examples[prediction_id].inputs == patient
+    frame = feedback_frame([examples[prediction_id]])
+    assert frame.loc[0, "age"] == 71 and frame.loc[0, "cad"] == 1

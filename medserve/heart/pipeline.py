@@ -12,7 +12,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from medserve.heart.codes import FEATURES
 from medserve.heart.features import BINARY, CATEGORICAL, NUMERIC
-from medserve.heart.model import LinearScorer
+from medserve.heart.scorer import LinearScorer
 
 
 def build_pipeline(c: float, seed: int) -> Pipeline:

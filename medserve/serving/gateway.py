@@ -101,6 +101,13 @@ class Gateway:
         )
 
     @property
+    def request_schema(self) -> type[BaseModel]:
+        """The `/predict` body schema of the attached model."""
+        if self._request_schema is None:
+            raise ServiceError(503, "not_ready", "the model is still loading")
+        return self._request_schema
+
+    @property
     def ready_pipeline(self) -> InferencePipeline:
         if self.pipeline is None:
             raise ServiceError(503, "not_ready", "the model is still loading")
@@ -147,9 +154,7 @@ class Gateway:
         if self.pipeline is None:
             return
         model = self.pipeline.model
-        self.pipeline.metrics.request_duration.labels(model.name, transport, outcome).observe(
-            elapsed
-        )
+        self.pipeline.request_timer(transport, outcome).observe(elapsed)
         if status >= 400:
             # Field names and reasons only: values of a patient never reach the log.
             log.info(
@@ -214,8 +219,7 @@ class Gateway:
 async def _predict(request: Request, gateway: Gateway, request_id: str) -> Response:
     pipeline = gateway.ready_pipeline
     body = await gateway.read_json_body(request)
-    assert gateway._request_schema is not None
-    parsed = gateway.parse(gateway._request_schema, body)
+    parsed = gateway.parse(gateway.request_schema, body)
     instances = getattr(parsed, pipeline.model.instances_key)
     answers = await gateway.predict_instances(instances, request_id, "http_json")
     payload = PredictResponse(

@@ -8,6 +8,7 @@ batching, the prediction log, metrics and drift. All transports call `InferenceP
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -136,11 +137,15 @@ class InferencePipeline:
                     outputs=answer.model_dump(by_alias=True, exclude={"prediction_id"}),
                 )
             )
-            self.metrics.predictions.labels(
-                self.model.name, str(self.model.predicted_class(output))
-            ).inc()
+            self._prediction_counter(self.model.predicted_class(output)).inc()
         await self.log.record_async(records, wait=self.settings.prediction_log_wait)
         return answers
 
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.model.name, "model_tag": self.model.tag}
+    @functools.cache  # noqa: B019 - one pipeline per worker, lives as long as the process
+    def _prediction_counter(self, predicted: int) -> Any:
+        return self.metrics.predictions.labels(self.model.name, str(predicted))
+
+    @functools.cache  # noqa: B019
+    def request_timer(self, transport: str, outcome: str) -> Any:
+        """The latency histogram child of one (transport, outcome) pair (label lookup cached)."""
+        return self.metrics.request_duration.labels(self.model.name, transport, outcome)
