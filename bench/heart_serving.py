@@ -3,11 +3,14 @@
 Usage: ``uv run python -m bench.heart_serving [--duration 10] [--connections 1,16,64]
 [--workers 2] [--out FILE] [--keep]``.
 
-One run trains the heart model into a throw-away MEDSERVE_HOME/BENTOML_HOME, checks that both
-servers give the same probabilities for one patient, then drives each server configuration in
+One run trains the heart model into a throw-away MEDSERVE_HOME/BENTOML_HOME, checks that every
+server gives the same probabilities for one patient, then drives each server configuration in
 turn (never two servers at once) with wrk: a short warm-up, then one closed-loop run per
-connection count. It prints markdown tables of throughput/latency, medserve/MLServer ratios and
-per-process resident memory.
+connection count. MLServer runs with two runtimes: the scikit-learn pipeline through
+mlserver_sklearn, and the compiled LinearScorer that medserve itself evaluates (through
+bench.mlserver_scorer_runtime), so that server cost can be told apart from model cost. It prints
+markdown tables of throughput/latency, medserve vs the best MLServer config and per-process
+resident memory.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from bench.loadgen import LoadResult, markdown_table, process_tree_rss_mb, run_w
 from bench.mlserver_peer import (
     DEFAULT_ROOT,
     MODEL_NAME,
+    SCORER_RUNTIME,
+    SKLEARN_RUNTIME,
     ensure_mlserver_venv,
     free_port,
     serve_mlserver,
@@ -52,16 +57,20 @@ TOLERANCE = 1e-9
 MEDSERVE = "medserve"
 MLSERVER = "MLServer"
 SERVICE_TARGET = "bentos.heart_risk:HeartRisk"
+SKLEARN = "sklearn runtime"
+SCORER = "compiled scorer"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """One server configuration to measure; `parallel_workers` only matters for MLServer."""
+    """One server configuration; `runtime` (SKLEARN or SCORER) and `parallel_workers` are
+    MLServer's only."""
 
     server: str
     label: str
     parallel_workers: int | None = None
+    runtime: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,7 @@ class Setup:
 
     tag: str
     pipeline_path: Path
+    scorer_path: Path
     row: list[float]
     reference_proba: list[float]
     class_labels: tuple[str, ...]
@@ -98,10 +108,15 @@ class Setup:
     scorer_ms: float
 
 
-MLSERVER_CONFIGS = (
-    ServerConfig(MLSERVER, "default (parallel_workers unset = 1)", None),
-    ServerConfig(MLSERVER, "parallel_workers=2 (documented 2-core)", 2),
-    ServerConfig(MLSERVER, "parallel_workers=0 (in-process)", 0),
+_POOLS = (
+    ("default (parallel_workers unset = 1)", None),
+    ("parallel_workers=2 (documented 2-core)", 2),
+    ("parallel_workers=0 (in-process)", 0),
+)
+MLSERVER_CONFIGS = tuple(
+    ServerConfig(MLSERVER, f"{runtime}, {label}", workers, runtime)
+    for runtime in (SKLEARN, SCORER)
+    for label, workers in _POOLS
 )
 
 
@@ -142,14 +157,16 @@ def prepare_model() -> Setup:
 
     tag = train(HeartTrainConfig()).tag
     pipeline_path = model_folder(tag) / PIPELINE_FILE
+    scorer_path = model_folder(tag) / SCORER_FILE
     row = [float(x) for x in to_matrix([VALID_PATIENT])[0].tolist()]
     pipeline = joblib.load(pipeline_path)
-    scorer = LinearScorer.model_validate_json((pipeline_path.parent / SCORER_FILE).read_text())
+    scorer = LinearScorer.model_validate_json(scorer_path.read_text())
     rows = np.asarray([row])
     proba = pipeline.predict_proba(rows)[0]
     return Setup(
         tag=tag,
         pipeline_path=pipeline_path,
+        scorer_path=scorer_path,
         row=row,
         reference_proba=[float(p) for p in proba],
         class_labels=tuple(CLASS_LABELS),
@@ -239,8 +256,19 @@ def serve_mlserver_pid(
     setup: Setup, config: ServerConfig, exe: Path, workdir: Path
 ) -> Iterator[tuple[str, int]]:
     """`serve_mlserver` for one config; yield (URL, pid of the `mlserver start` process)."""
+    if config.runtime == SCORER:
+        model_path, implementation, pythonpath = setup.scorer_path, SCORER_RUNTIME, REPO_ROOT
+    else:
+        model_path, implementation, pythonpath = setup.pipeline_path, SKLEARN_RUNTIME, None
     with serve_mlserver(
-        setup.pipeline_path, workdir, free_port(), free_port(), config.parallel_workers, exe
+        model_path,
+        workdir,
+        free_port(),
+        free_port(),
+        config.parallel_workers,
+        exe,
+        implementation=implementation,
+        pythonpath=pythonpath,
     ) as base_url:
         yield base_url, int((workdir / "mlserver.pid").read_text())
 
@@ -370,7 +398,9 @@ def machine_lines(
         f"- versions: Python {platform.python_version()}, "
         f"bentoml {importlib.metadata.version('bentoml')}, mlserver {mlserver_version}, "
         f"scikit-learn {importlib.metadata.version('scikit-learn')}",
-        f"- model: {setup.tag} (MLServer serves its `pipeline.joblib` via SKLearnModel)",
+        f"- model: {setup.tag}; MLServer serves its `pipeline.joblib` with `{SKLEARN_RUNTIME}` "
+        f"({SKLEARN}) and its `scorer.json` with `{SCORER_RUNTIME}` ({SCORER}, the "
+        "LinearScorer medserve evaluates)",
         f"- load: wrk, 1 thread, closed loop, keep-alive, {WARMUP_S:g} s warm-up per config, "
         f"then {max(1, round(args.duration))} s per connection count; one server at a time",
         f"- medserve: `bentoml serve {SERVICE_TARGET}`, MEDSERVE_WORKERS={args.workers}, "
@@ -378,8 +408,8 @@ def machine_lines(
         f"- MLServer: POST /v2/models/{MODEL_NAME}/infer, FP64 [1, 13], "
         f"outputs predict_proba ({len(setup.v2_body)} B)",
         f"- model cost of one row, in this process without a server: scikit-learn pipeline "
-        f"predict_proba (what MLServer runs) {setup.pipeline_ms:.3f} ms, medserve's compiled "
-        f"LinearScorer {setup.scorer_ms:.3f} ms",
+        f"predict_proba (MLServer {SKLEARN}) {setup.pipeline_ms:.3f} ms, compiled LinearScorer "
+        f"(medserve and MLServer {SCORER}) {setup.scorer_ms:.3f} ms",
     ]
 
 
@@ -402,7 +432,8 @@ def results_table(measurements: list[Measurement]) -> str:
 
 
 def ratio_table(ours: Measurement, peers: list[Measurement]) -> str:
-    """medserve vs the MLServer config with the most req/s at each connection count."""
+    """medserve vs the MLServer config (of all, both runtimes) with the most req/s at each
+    connection count."""
     rows = []
     for index, mine in enumerate(ours.loads):
         best = max(peers, key=lambda m: m.loads[index].rps)
@@ -419,6 +450,25 @@ def ratio_table(ours: Measurement, peers: list[Measurement]) -> str:
                 "p99 ratio (medserve / MLServer)": mine.p99_ms / theirs.p99_ms,
             }
         )
+    return markdown_table(rows)
+
+
+def runtime_table(peers: list[Measurement]) -> str:
+    """Best MLServer req/s per runtime at each connection count: what the model runtime costs."""
+    rows = []
+    for index, load in enumerate(peers[0].loads):
+        row: dict[str, Any] = {"connections": load.connections}
+        best_rps = {}
+        for runtime in (SKLEARN, SCORER):
+            best = max(
+                (m for m in peers if m.config.runtime == runtime),
+                key=lambda m: m.loads[index].rps,
+            )
+            best_rps[runtime] = best.loads[index].rps
+            row[f"{runtime} best req/s"] = round(best_rps[runtime])
+            row[f"{runtime} best config"] = best.config.label.removeprefix(f"{runtime}, ")
+        row[f"{SCORER} / {SKLEARN}"] = best_rps[SCORER] / best_rps[SKLEARN]
+        rows.append(row)
     return markdown_table(rows)
 
 
@@ -471,9 +521,13 @@ def report(
             "",
             *(f"- {m.config.server} {m.config.label}: {m.load_average:.2f}" for m in measurements),
             "",
-            "## medserve vs the best MLServer config at each connection count",
+            f"## medserve vs MLServer's best config (of all {len(peers)}) per connection count",
             "",
             ratio_table(ours, peers),
+            "",
+            "## MLServer: best config per runtime (model cost vs server cost)",
+            "",
+            runtime_table(peers),
             "",
             "## Resident memory after the load",
             "",
@@ -511,15 +565,17 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
     header = machine_lines(setup, exe, args, load)
     checks: list[str] = []
     measurements: list[Measurement] = []
-    mlserver_answer: list[float] = []
+    # The last answer of each MLServer runtime; medserve's must equal every one of them.
+    mlserver_answers: dict[str, list[float]] = {}
 
     for config in MLSERVER_CONFIGS:
-        workdir = tmp / f"mlserver-{config.parallel_workers}"
+        workdir = tmp / f"mlserver-{config.runtime.replace(' ', '-')}-{config.parallel_workers}"
 
-        def verify_mlserver(base_url: str, label: str = config.label) -> None:
+        def verify_mlserver(base_url: str, config: ServerConfig = config) -> None:
             got = mlserver_proba(base_url, setup)
-            checks.append(check(f"MLServer {label}", got, setup.reference_proba, "pipeline"))
-            mlserver_answer[:] = got
+            name = f"MLServer {config.label}"
+            checks.append(check(name, got, setup.reference_proba, "local pipeline"))
+            mlserver_answers[config.runtime] = got
 
         server = serve_mlserver_pid(setup, config, exe, workdir)
         path = f"/v2/models/{MODEL_NAME}/infer"
@@ -527,7 +583,9 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
 
     def verify_medserve(base_url: str) -> None:
         got = medserve_proba(base_url, setup)
-        checks.append(check("medserve /predict", got, mlserver_answer, "MLServer predict_proba"))
+        for runtime, answer in mlserver_answers.items():
+            against = f"MLServer {runtime} predict_proba"
+            checks.append(check("medserve /predict", got, answer, against))
 
     ours_config = ServerConfig(MEDSERVE, f"bentoml serve, workers={args.workers}")
     server = serve_medserve(setup.tag, args.workers, tmp / "medserve")

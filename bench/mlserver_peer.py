@@ -1,7 +1,13 @@
 """MLServer 1.7 peer for the side-by-side serving benchmark.
 
-MLServer runs in its own venv (its pins clash with the project's) and serves the joblib pipeline
-through ``mlserver_sklearn.SKLearnModel`` over the Open Inference Protocol v2.
+MLServer runs in its own venv (its pins clash with the project's) and serves the heart model over
+the Open Inference Protocol v2 with one of two runtimes (``implementation``):
+
+- ``mlserver_sklearn.SKLearnModel`` (``SKLEARN_RUNTIME``, the default) loads the joblib scikit-learn
+  pipeline (model uri ``pipeline.joblib``);
+- ``bench.mlserver_scorer_runtime.LinearScorerRuntime`` (``SCORER_RUNTIME``) loads the compiled
+  ``LinearScorer`` that medserve serves (model uri ``scorer.json``). MLServer imports it from this
+  repository, so pass ``pythonpath=REPO_ROOT``.
 
 ``parallel_workers`` (server-level ``settings.json`` field, env ``MLSERVER_PARALLEL_WORKERS``):
 the default is 1 (``mlserver.settings.DEFAULT_PARALLEL_WORKERS``), i.e. the HTTP/gRPC front-end
@@ -34,7 +40,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "heart_risk"
+SKLEARN_RUNTIME = "mlserver_sklearn.SKLearnModel"
+SCORER_RUNTIME = "bench.mlserver_scorer_runtime.LinearScorerRuntime"
 N_FEATURES = 13
 MLSERVER_VERSION = "1.7.1"
 # uvloop>=0.22 breaks MLServer 1.7.1's inference workers ("There is no current event loop in
@@ -81,7 +90,12 @@ def ensure_mlserver_venv(root: Path) -> Path:
 
 
 def _write_settings(
-    model_path: Path, workdir: Path, port_http: int, port_grpc: int, parallel_workers: int | None
+    model_path: Path,
+    workdir: Path,
+    port_http: int,
+    port_grpc: int,
+    parallel_workers: int | None,
+    implementation: str = SKLEARN_RUNTIME,
 ) -> None:
     settings: dict[str, object] = {
         "debug": False,
@@ -96,7 +110,7 @@ def _write_settings(
         settings["parallel_workers"] = parallel_workers
     model_settings = {
         "name": MODEL_NAME,
-        "implementation": "mlserver_sklearn.SKLearnModel",
+        "implementation": implementation,
         "parameters": {"uri": str(model_path.resolve())},
     }
     (workdir / "settings.json").write_text(json.dumps(settings, indent=2))
@@ -131,20 +145,27 @@ def serve_mlserver(
     parallel_workers: int | None,
     mlserver_exe: Path | None = None,
     startup_timeout_s: float = 120.0,
+    implementation: str = SKLEARN_RUNTIME,
+    pythonpath: Path | None = None,
 ) -> Iterator[str]:
     """Run `mlserver start workdir` serving `model_path` as "heart_risk"; yield the base URL.
 
-    `parallel_workers=None` keeps MLServer's default; `mlserver_exe` defaults to the venv under
-    DEFAULT_ROOT. The server's pid goes to workdir/mlserver.pid, its output to workdir/mlserver.log.
+    `model_path` is the file the runtime `implementation` loads (`pipeline.joblib` for
+    SKLEARN_RUNTIME, `scorer.json` for SCORER_RUNTIME). `parallel_workers=None` keeps MLServer's
+    default; `mlserver_exe` defaults to the venv under DEFAULT_ROOT. The caller's PYTHONPATH is
+    never passed on; `pythonpath` (e.g. REPO_ROOT, for SCORER_RUNTIME) becomes the server's.
+    The server's pid goes to workdir/mlserver.pid, its output to workdir/mlserver.log.
     """
     exe = mlserver_exe or ensure_mlserver_venv(DEFAULT_ROOT)
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_settings(model_path, workdir, port_http, port_grpc, parallel_workers)
+    _write_settings(model_path, workdir, port_http, port_grpc, parallel_workers, implementation)
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("MLSERVER_") and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
     }
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath.resolve())
     base_url = f"http://127.0.0.1:{port_http}"
     log_path = workdir / "mlserver.log"
     with log_path.open("wb") as log:

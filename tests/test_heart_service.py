@@ -167,6 +167,15 @@ def test_wrong_media_type_is_415(heart_service: ServiceProcess) -> None:
     assert response.json()["error"] == "unsupported_media_type"
 
 
+def test_unknown_route_and_wrong_method_use_the_error_shape(heart_service: ServiceProcess) -> None:
+    missing = httpx.get(f"{heart_service.url}/no/such/route")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
+    wrong = httpx.get(f"{heart_service.url}/predict")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"] == "method_not_allowed"
+
+
 def test_service_keeps_serving_after_bad_input(heart_service: ServiceProcess) -> None:
     for _name, body, _status, _error in BAD_REQUESTS[:5]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -82,7 +82,10 @@ class Gateway:
             Route(r.path, self._wrap(r.handler, r.transport), methods=r.methods)
             for r in extra_routes
         ]
-        self.app = Starlette(routes=routes)
+        self.app = Starlette(
+            routes=routes,
+            exception_handlers={404: _route_error, 405: _route_error},
+        )
 
     def attach(self, pipeline: InferencePipeline) -> None:
         """Bind the worker's pipeline; until then every route answers 503."""
@@ -214,6 +217,14 @@ class Gateway:
     ) -> list[BaseModel]:
         """Entry of every transport into the shared inference path."""
         return await self.ready_pipeline.infer(instances, request_id, transport)
+
+
+async def _route_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods answer in the shared error shape too."""
+    status = getattr(exc, "status_code", 404)
+    error = "method_not_allowed" if status == 405 else "not_found"
+    detail = f"{request.method} {request.url.path} is not served here"
+    return ServiceError(status, error, detail).response(request_id_of(request))
 
 
 async def _predict(request: Request, gateway: Gateway, request_id: str) -> Response:
