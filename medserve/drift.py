@@ -120,8 +120,10 @@ class DriftSnapshot(BaseModel):
 class DriftMonitor:
     """Sliding-window PSI of recent rows against a `ReferenceProfile` (one per worker).
 
-    Bin counts of all variables live in one flat array (`_offsets` locate each variable), so a
-    batch update is two vectorised `np.add.at` calls whatever the batch size.
+    Bin counts of all variables live in one flat array (`_offsets` locate each variable), so an
+    update is two vectorised `np.add.at` calls whatever its size. `observe` only queues rows;
+    they are binned in bulk when a snapshot is taken (or the queue reaches a window), which keeps
+    the per-batch cost on the serving hot path to an append.
     """
 
     def __init__(self, profile: ReferenceProfile, window: int) -> None:
@@ -135,14 +137,31 @@ class DriftMonitor:
         self._valid = np.zeros(window, dtype=bool)
         self._positive = np.zeros(window, dtype=bool)
         self._next = 0
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
 
     def observe(self, matrix: np.ndarray, scores: np.ndarray, predicted: np.ndarray) -> None:
         """Add a batch of rows (features in reference order), their scores and predicted class."""
+        self._pending.append((matrix, scores, np.asarray(predicted, dtype=bool)))
+        self._pending_rows += len(matrix)
+        if self._pending_rows >= self.window:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        matrix = np.concatenate([m for m, _, _ in self._pending])
+        scores = np.concatenate([s for _, s, _ in self._pending])
+        predicted = np.concatenate([p for _, _, p in self._pending])
+        self._pending, self._pending_rows = [], 0
+        self._add(matrix, scores, predicted)
+
+    def _add(self, matrix: np.ndarray, scores: np.ndarray, predicted: np.ndarray) -> None:
         columns = [*matrix.T, scores]
         bins = np.stack(
             [ref.bin_indices(col) for ref, col in zip(self._refs, columns, strict=True)], axis=1
         )[-self.window :]
-        predicted = np.asarray(predicted, dtype=bool)[-self.window :]
+        predicted = predicted[-self.window :]
         slots = (self._next + np.arange(len(bins))) % self.window
         evicted = self._ring[slots][self._valid[slots]]
         np.add.at(self._counts, (evicted + self._offsets).ravel(), -1)
@@ -155,10 +174,12 @@ class DriftMonitor:
     @property
     def samples(self) -> int:
         """Rows currently in the window."""
+        self._flush()
         return int(self._valid.sum())
 
     def snapshot(self) -> DriftSnapshot:
         """PSI per feature and for the score, and the positive rate, over the current window."""
+        self._flush()
         n = max(self.samples, 1)
         values = [
             psi(ref.expected, self._counts[offset : offset + ref.n_bins] / n)

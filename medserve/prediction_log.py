@@ -136,30 +136,50 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+Waiter = Future[None] | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
 class PredictionLog:
     """Read/write access to the log; `record` is group-committed by a background thread."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        self._queue: queue.Queue[tuple[list[PredictionRecord], Future[None]]] = queue.Queue()
+        # SimpleQueue: a C-level put without the Condition round trip of queue.Queue.
+        self._queue: queue.SimpleQueue[tuple[list[PredictionRecord], Waiter]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # -- writing ---------------------------------------------------------------------------------
     def record(self, records: Sequence[PredictionRecord]) -> Future[None]:
         """Queue rows for the next group commit; the future resolves once they are durable."""
-        self._ensure_writer()
         done: Future[None] = Future()
-        self._queue.put((list(records), done))
+        self._enqueue(records, done)
         return done
 
     async def record_async(self, records: Sequence[PredictionRecord], wait: bool = True) -> None:
         """`record` for async callers; waits for the commit unless `wait` is False."""
-        done = self.record(records)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._enqueue(records, (loop, done))
         if wait:
-            await asyncio.wrap_future(done)
+            await done
 
-    def _ensure_writer(self) -> None:
+    def _enqueue(self, records: Sequence[PredictionRecord], waiter: Waiter) -> None:
+        if self._writer is None or not self._writer.is_alive():
+            self._start_writer()
+        self._queue.put((list(records), waiter))
+
+    def _start_writer(self) -> None:
         with self._lock:
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(
@@ -177,20 +197,35 @@ class PredictionLog:
                     pending.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            rows = [rec.model_dump() for recs, _ in pending for rec in recs]
+            error: Exception | None = None
             try:
                 # Core executemany on the writer's own connection: one statement and one commit
                 # for the whole group, no ORM unit of work, no pool checkout.
                 with connection.begin():
+                    rows = [rec.model_dump() for recs, _ in pending for rec in recs]
                     connection.execute(statement, rows)
             except Exception as exc:  # the callers decide; the writer keeps running
+                error = exc
                 connection.close()
                 connection = self.engine.connect()
-                for _, done in pending:
-                    done.set_exception(exc)
+            self._release([waiter for _, waiter in pending], error)
+
+    @staticmethod
+    def _release(waiters: list[Waiter], error: Exception | None) -> None:
+        """Resolve a group's waiters: one wake-up per event loop, not one per request."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for waiter in waiters:
+            if isinstance(waiter, Future):
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
             else:
-                for _, done in pending:
-                    done.set_result(None)
+                loop, future = waiter
+                by_loop.setdefault(loop, []).append(future)
+        for loop, futures in by_loop.items():
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, futures, error)
 
     def add_feedback(
         self, prediction_id: str, outcome: dict[str, Any], reviewer: str | None = None

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -137,7 +138,8 @@ class InferencePipeline:
                     outputs=answer.model_dump(by_alias=True, exclude={"prediction_id"}),
                 )
             )
-            self._prediction_counter(self.model.predicted_class(output)).inc()
+        for predicted, count in Counter(map(self.model.predicted_class, outputs)).items():
+            self._prediction_counter(predicted).inc(count)
         await self.log.record_async(records, wait=self.settings.prediction_log_wait)
         return answers
 
