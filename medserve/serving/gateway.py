@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from medserve import model_store
 from medserve.logs import get_logger
@@ -28,6 +28,7 @@ log = get_logger("gateway")
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 JSON_TYPES = ("application/json",)
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 Handler = Callable[[Request, "Gateway", str], Awaitable[Response]]
 
@@ -82,10 +83,21 @@ class Gateway:
             Route(r.path, self._wrap(r.handler, r.transport), methods=r.methods)
             for r in extra_routes
         ]
-        self.app = Starlette(
-            routes=routes,
-            exception_handlers={404: _route_error, 405: _route_error},
+        # Last: BentoML mounts this app passively (only paths it matches reach it), so unknown
+        # paths get the shared error shape only through an explicit catch-all.
+        served = list(routes)
+        routes.append(Route("/{path:path}", self._not_served, methods=list(ALL_METHODS)))
+        self._served_routes = served
+        self.app = Starlette(routes=routes)
+
+    async def _not_served(self, request: Request) -> Response:
+        """Unknown paths (404) and wrong methods (405) answer in the shared error shape too."""
+        known_path = any(
+            route.matches(request.scope)[0] == Match.PARTIAL for route in self._served_routes
         )
+        status, error = (405, "method_not_allowed") if known_path else (404, "not_found")
+        detail = f"{request.method} {request.url.path} is not served here"
+        return ServiceError(status, error, detail).response(request_id_of(request))
 
     def attach(self, pipeline: InferencePipeline) -> None:
         """Bind the worker's pipeline; until then every route answers 503."""
@@ -217,14 +229,6 @@ class Gateway:
     ) -> list[BaseModel]:
         """Entry of every transport into the shared inference path."""
         return await self.ready_pipeline.infer(instances, request_id, transport)
-
-
-async def _route_error(request: Request, exc: Exception) -> Response:
-    """Unknown paths and wrong methods answer in the shared error shape too."""
-    status = getattr(exc, "status_code", 404)
-    error = "method_not_allowed" if status == 405 else "not_found"
-    detail = f"{request.method} {request.url.path} is not served here"
-    return ServiceError(status, error, detail).response(request_id_of(request))
 
 
 async def _predict(request: Request, gateway: Gateway, request_id: str) -> Response:
