@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from bench.mlserver_peer import (
     ensure_mlserver_venv,
     free_port,
     serve_mlserver,
+    stop_group,
     v2_request_body,
 )
 
@@ -201,17 +201,6 @@ def http_status(url: str) -> int | None:
 # --------------------------------------------------------------------------- medserve service
 
 
-def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    """SIGTERM the process group, wait for the leader, then SIGKILL whatever is left."""
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace_s)
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while http_status(url) != 200:
@@ -248,7 +237,7 @@ def serve_medserve(
         _wait_ready(f"{base_url}/readyz", proc, log, timeout_s)
         yield base_url, proc.pid
     finally:
-        _stop_group(proc)
+        stop_group(proc)
 
 
 @contextmanager

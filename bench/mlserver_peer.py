@@ -125,7 +125,7 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
     """SIGTERM the process group, wait for the leader, then SIGKILL whatever is left."""
     with suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
@@ -187,7 +187,7 @@ def serve_mlserver(
             time.sleep(0.25)
         yield base_url
     finally:
-        _stop_group(proc)
+        stop_group(proc)
 
 
 def v2_request_body(rows: list[list[float]]) -> bytes:
