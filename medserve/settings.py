@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
 
     # Serving
+    http_host: str = Field(
+        default="127.0.0.1", description="Bind address; pods set 0.0.0.0 (the chart does)."
+    )
     http_port: int = 3000
     workers: int = Field(default=1, ge=1, description="BentoML worker processes per service.")
     access_log: bool = Field(
