@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Bind address; pods set 0.0.0.0 (the chart does)."
     )
     http_port: int = 3000
+    grpc_enabled: bool = Field(default=True, description="Serve OIP v2 over gRPC too.")
+    grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address (pods: 0.0.0.0).")
+    grpc_port: int = Field(default=8001, description="gRPC port, shared by all workers.")
+    grpc_max_message_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=4 * 1024 * 1024, description="Images need more than 4 MiB."
+    )
     workers: int = Field(default=1, ge=1, description="BentoML worker processes per service.")
     access_log: bool = Field(
         default=False, description="BentoML's per-request access log (costly on hot paths)."

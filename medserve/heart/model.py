@@ -8,18 +8,21 @@ The pickled pipeline is stored next to it for audits and for plain-array peers s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
 from medserve import model_store
 from medserve.drift import ReferenceProfile
-from medserve.heart.codes import CLASS_LABELS, FEATURES_BY_NAME
+from medserve.heart.codes import CLASS_LABELS, FEATURE_NAMES, FEATURES_BY_NAME, FeatureSpec
 from medserve.heart.features import to_matrix
 from medserve.heart.schema import HeartPatient, HeartPrediction
 from medserve.heart.scorer import LinearScorer
 from medserve.serving.model_server import ServedModel
+from medserve.serving.v2 import TensorSpec
 
 MODEL_NAME = "heart_risk"
 PIPELINE_FILE = "pipeline.joblib"
@@ -32,6 +35,19 @@ class HeartRiskModel(ServedModel):
     name = MODEL_NAME
     instance_schema = HeartPatient
     instances_key = "patients"
+    v2_inputs = (
+        TensorSpec(
+            name="features",
+            datatype="FP64",
+            shape=[-1, len(FEATURE_NAMES)],
+            accepted_datatypes=["FP64", "FP32", "INT64", "INT32"],
+        ),
+    )
+    v2_outputs = (
+        TensorSpec(name="probabilities", datatype="FP64", shape=[-1, len(CLASS_LABELS)]),
+        TensorSpec(name="class", datatype="INT64", shape=[-1]),
+        TensorSpec(name="prediction_id", datatype="BYTES", shape=[-1]),
+    )
 
     def __init__(self, tag: str, scorer: LinearScorer, reference: ReferenceProfile) -> None:
         self.tag = tag
@@ -71,6 +87,40 @@ class HeartRiskModel(ServedModel):
     def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
         return rows, outputs[:, 1], outputs[:, 1] >= 0.5
 
+    def instances_from_tensors(self, tensors: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+        """`features` [n, 13] in `FEATURE_NAMES` order, Kaggle codes, NaN = missing."""
+        rows = np.asarray(tensors["features"], dtype=np.float64)
+        return [
+            {
+                name: _json_value(FEATURES_BY_NAME[name], v)
+                for name, v in zip(FEATURE_NAMES, row, strict=True)
+            }
+            for row in rows.tolist()
+        ]
+
+    def tensors_from_answers(self, answers: Sequence[BaseModel]) -> dict[str, np.ndarray]:
+        predictions = [a for a in answers if isinstance(a, HeartPrediction)]
+        return {
+            "probabilities": np.array(
+                [[p.probabilities[label] for label in CLASS_LABELS] for p in predictions],
+                dtype=np.float64,
+            ).reshape(-1, len(CLASS_LABELS)),
+            "class": np.array([p.predicted_class for p in predictions], dtype=np.int64),
+            "prediction_id": np.array(
+                [p.prediction_id.encode() for p in predictions], dtype=object
+            ),
+        }
+
     def allowed(self, field: str) -> str | None:
         spec = FEATURES_BY_NAME.get(field)
         return spec.allowed_text() if spec else None
+
+
+def _json_value(spec: FeatureSpec, value: float) -> int | float | None:
+    """A tensor element as the JSON API would carry it: codes and counts as ints, NaN as null
+    (missing) for coded features; anything else stays a float for the schema to judge."""
+    if spec.codes or spec.integer:
+        if math.isnan(value):
+            return None
+        return int(value) if value.is_integer() else value
+    return value

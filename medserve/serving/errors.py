@@ -48,10 +48,17 @@ class ServiceError(Exception):
         self.field = field
         self.errors = errors or []
 
-    def response(self, request_id: str) -> Response:
-        """The JSON error response (pydantic serialises any odd value safely)."""
+    def response(self, request_id: str, oip: bool = False) -> Response:
+        """The JSON error response (pydantic serialises any odd value safely).
+
+        With `oip`, `error` is "<code>: <detail>": the Open Inference Protocol defines `error` as
+        the human-readable message (its clients print it), and the code stays its first word.
+        """
+        body = self.body(request_id)
+        if oip:
+            body.error = f"{self.error}: {self.detail}"
         return Response(
-            self.body(request_id).model_dump_json(),
+            body.model_dump_json(),
             status_code=self.status,
             media_type="application/json",
         )

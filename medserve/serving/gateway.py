@@ -7,7 +7,6 @@ Every error leaves as the one JSON shape of `errors.ErrorBody`.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -20,13 +19,14 @@ from starlette.routing import BaseRoute, Match, Route
 
 from medserve import model_store
 from medserve.logs import get_logger
-from medserve.prediction_log import UnknownPrediction, new_id
+from medserve.prediction_log import UnknownPrediction
 from medserve.serving.errors import ServiceError, field_errors, validation_error
 from medserve.serving.model_server import InferencePipeline
+from medserve.serving.requests import REQUEST_ID_HEADER, read_body, request_id_of
+from medserve.serving.v2 import V2Protocol
+from medserve.serving.v2_rest import v2_routes
 
 log = get_logger("gateway")
-REQUEST_ID_HEADER = "x-request-id"
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 JSON_TYPES = ("application/json",)
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -61,26 +61,22 @@ class PredictResponse(BaseModel):
     predictions: list[Any]
 
 
-def request_id_of(request: Request) -> str:
-    """The caller's `X-Request-ID` if well-formed, else a new ULID."""
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _VALID_REQUEST_ID.match(given) else new_id()
-
-
 class Gateway:
     """A Starlette app bound, once per worker, to that worker's `InferencePipeline`."""
 
     def __init__(self, extra_routes: Sequence[ExtraRoute] = ()) -> None:
         self.pipeline: InferencePipeline | None = None
+        self.v2 = V2Protocol(self)
         self._request_schema: type[BaseModel] | None = None
         routes: list[BaseRoute] = [
-            Route("/predict", self._wrap(_predict, "http_json"), methods=["POST"]),
-            Route("/feedback", self._wrap(_feedback, "feedback"), methods=["POST"]),
-            Route("/predictions/{prediction_id}", self._wrap(_get_prediction, "read")),
-            Route("/model", self._wrap(_model_info, "read")),
+            Route("/predict", self.wrap(_predict, "http_json"), methods=["POST"]),
+            Route("/feedback", self.wrap(_feedback, "feedback"), methods=["POST"]),
+            Route("/predictions/{prediction_id}", self.wrap(_get_prediction, "read")),
+            Route("/model", self.wrap(_model_info, "read")),
         ]
+        routes += v2_routes(self)
         routes += [
-            Route(r.path, self._wrap(r.handler, r.transport), methods=r.methods)
+            Route(r.path, self.wrap(r.handler, r.transport), methods=r.methods)
             for r in extra_routes
         ]
         # Last: BentoML mounts this app passively (only paths it matches reach it), so unknown
@@ -128,7 +124,9 @@ class Gateway:
             raise ServiceError(503, "not_ready", "the model is still loading")
         return self.pipeline
 
-    def _wrap(self, handler: Handler, transport: str) -> Callable[[Request], Awaitable[Response]]:
+    def wrap(
+        self, handler: Handler, transport: str, oip: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             started = time.perf_counter()
             request_id = request_id_of(request)
@@ -136,15 +134,15 @@ class Gateway:
                 response = await handler(request, self, request_id)
                 outcome = "ok"
             except ServiceError as exc:
-                response = exc.response(request_id)
+                response = exc.response(request_id, oip=oip)
                 outcome = exc.error
-                self._count_reject(exc.error)
+                self.count_reject(exc.error)
             except Exception as exc:  # never leak internals; the type alone is logged
                 log.error(
                     "unhandled error", extra={"request_id": request_id, "error": type(exc).__name__}
                 )
                 error = ServiceError(500, "internal_error", "unexpected server error")
-                response = error.response(request_id)
+                response = error.response(request_id, oip=oip)
                 outcome = "internal_error"
             response.headers[REQUEST_ID_HEADER] = request_id
             self._observe(request, transport, outcome, response.status_code, started, request_id)
@@ -152,7 +150,8 @@ class Gateway:
 
         return endpoint
 
-    def _count_reject(self, reason: str) -> None:
+    def count_reject(self, reason: str) -> None:
+        """Count a refused request by reason (every transport reports here)."""
         if self.pipeline is not None:
             self.pipeline.metrics.rejected.labels(self.pipeline.model.name, reason).inc()
 
@@ -190,17 +189,7 @@ class Gateway:
         media_type = request.headers.get("content-type", "application/json").split(";")[0]
         if media_type.strip().lower() not in JSON_TYPES:
             raise ServiceError(415, "unsupported_media_type", "send application/json")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise ServiceError(
-                413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes"
-            )
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            raise ServiceError(
-                413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes"
-            )
-        return body
+        return await read_body(request, settings.max_body_bytes)
 
     def parse(self, schema: type[BaseModel], body: bytes, prefix: str = "") -> BaseModel:
         """Validate a JSON body; malformed JSON is a 400, bad values a 422, too many a 413."""

@@ -12,7 +12,7 @@ import functools
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +22,7 @@ from medserve.drift import DriftMonitor, ReferenceProfile
 from medserve.prediction_log import PredictionLog, PredictionRecord, new_ids, utcnow
 from medserve.serving.batching import AdaptiveBatcher
 from medserve.serving.metrics import service_metrics
+from medserve.serving.v2 import TensorSpec
 from medserve.settings import Settings
 
 # PSI gauges are recomputed at most this often (scrapes are seconds apart; batches are not).
@@ -34,8 +35,15 @@ class ServedModel(ABC):
     name: ClassVar[str]
     instance_schema: ClassVar[type[BaseModel]]
     instances_key: ClassVar[str] = "instances"  # JSON key of the instance list in /predict
+    v2_inputs: ClassVar[tuple[TensorSpec, ...]]  # Open Inference Protocol v2 tensors
+    v2_outputs: ClassVar[tuple[TensorSpec, ...]]
     tag: str
     reference: ReferenceProfile
+
+    @classmethod
+    @abstractmethod
+    def load(cls, tag: str) -> ServedModel:
+        """Load a stored model by its full tag."""
 
     @abstractmethod
     def preprocess(self, instances: Sequence[BaseModel]) -> np.ndarray:
@@ -52,6 +60,14 @@ class ServedModel(ABC):
     @abstractmethod
     def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
         """(features in reference order, score, predicted class) for the drift monitor."""
+
+    @abstractmethod
+    def instances_from_tensors(self, tensors: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+        """v2 input tensors -> unvalidated instances (validated with `instance_schema` next)."""
+
+    @abstractmethod
+    def tensors_from_answers(self, answers: Sequence[BaseModel]) -> dict[str, np.ndarray]:
+        """Answers -> one array per declared v2 output tensor."""
 
     @abstractmethod
     def allowed(self, field: str) -> str | None:

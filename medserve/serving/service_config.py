@@ -15,7 +15,7 @@ from medserve import model_store
 from medserve.settings import Settings
 
 # Paths served by the shared gateway that must stay cheap.
-HOT_PATHS = ("/predict", "/metrics", "/readyz", "/livez", "/healthz")
+HOT_PATHS = ("/predict", "/v2", "/metrics", "/readyz", "/livez", "/healthz")
 
 
 class ModelSource(BaseModel):
