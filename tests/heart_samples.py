@@ -7,6 +7,7 @@ from typing import Any
 
 from medserve.heart.codes import FEATURE_NAMES
 from medserve.heart.data import load_kaggle
+from medserve.heart.schema import EXAMPLE_PATIENT
 
 REVERSE_MISSING = {"caa": None, "thall": None}
 
@@ -38,18 +39,4 @@ def shifted(patient: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-VALID_PATIENT: dict[str, Any] = {
-    "age": 63,
-    "sex": 1,
-    "cp": 3,
-    "trtbps": 145.0,
-    "chol": 233.0,
-    "fbs": 1,
-    "restecg": 0,
-    "thalachh": 150.0,
-    "exng": 0,
-    "oldpeak": 2.3,
-    "slp": 0,
-    "caa": 0,
-    "thall": 1,
-}
+VALID_PATIENT: dict[str, Any] = dict(EXAMPLE_PATIENT)

@@ -535,8 +535,13 @@ class ServiceProcess:
 
     url: str
     port: int
+    grpc_port: int
     log_path: Path
     process: subprocess.Popen[bytes]
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{LOOPBACK}:{self.grpc_port}"
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -550,11 +555,14 @@ def medserve_service(
 
     `env` is the complete environment (MEDSERVE_HOME, BENTOML_HOME, model settings).
     """
-    port = free_port()
+    port, grpc_port = _free_ports(2)
     log_path = workdir / f"service-{port}.log"
     cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", LOOPBACK]
     cmd += ["--port", str(port)]
+    env = env | {"MEDSERVE_GRPC_HOST": LOOPBACK, "MEDSERVE_GRPC_PORT": str(grpc_port)}
     with running_process(cmd, log_path, env=env, grace_s=15) as proc:
         url = f"http://{LOOPBACK}:{port}"
         _wait_ready(target, proc, log_path, lambda: _probe_http(f"{url}/readyz", 200), timeout_s)
-        yield ServiceProcess(url=url, port=port, log_path=log_path, process=proc)
+        yield ServiceProcess(
+            url=url, port=port, grpc_port=grpc_port, log_path=log_path, process=proc
+        )

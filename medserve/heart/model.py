@@ -19,7 +19,7 @@ from medserve import model_store
 from medserve.drift import ReferenceProfile
 from medserve.heart.codes import CLASS_LABELS, FEATURE_NAMES, FEATURES_BY_NAME, FeatureSpec
 from medserve.heart.features import to_matrix
-from medserve.heart.schema import HeartPatient, HeartPrediction
+from medserve.heart.schema import EXAMPLE_PATIENT, HeartPatient, HeartPrediction
 from medserve.heart.scorer import LinearScorer
 from medserve.serving.model_server import ServedModel
 from medserve.serving.v2 import TensorSpec
@@ -43,6 +43,7 @@ class HeartRiskModel(ServedModel):
             accepted_datatypes=["FP64", "FP32", "INT64", "INT32"],
         ),
     )
+    example = EXAMPLE_PATIENT
     v2_outputs = (
         TensorSpec(name="probabilities", datatype="FP64", shape=[-1, len(CLASS_LABELS)]),
         TensorSpec(name="class", datatype="INT64", shape=[-1]),
@@ -97,6 +98,10 @@ class HeartRiskModel(ServedModel):
             }
             for row in rows.tolist()
         ]
+
+    @classmethod
+    def tensors_from_instances(cls, instances: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+        return {"features": to_matrix(instances)}
 
     def tensors_from_answers(self, answers: Sequence[BaseModel]) -> dict[str, np.ndarray]:
         predictions = [a for a in answers if isinstance(a, HeartPrediction)]

@@ -52,3 +52,20 @@ class HeartPrediction(BaseModel):
     probabilities: dict[str, float] = Field(
         description=f"Probability of each class: {', '.join(CLASS_LABELS)}."
     )
+
+
+EXAMPLE_PATIENT: dict[str, int | float | None] = {
+    "age": 63,
+    "sex": 1,
+    "cp": 3,
+    "trtbps": 145.0,
+    "chol": 233.0,
+    "fbs": 1,
+    "restecg": 0,
+    "thalachh": 150.0,
+    "exng": 0,
+    "oldpeak": 2.3,
+    "slp": 0,
+    "caa": 0,
+    "thall": 1,
+}

@@ -37,6 +37,7 @@ class ServedModel(ABC):
     instances_key: ClassVar[str] = "instances"  # JSON key of the instance list in /predict
     v2_inputs: ClassVar[tuple[TensorSpec, ...]]  # Open Inference Protocol v2 tensors
     v2_outputs: ClassVar[tuple[TensorSpec, ...]]
+    example: ClassVar[dict[str, Any]]  # one valid instance (docs, client snippets, smoke tests)
     tag: str
     reference: ReferenceProfile
 
@@ -64,6 +65,11 @@ class ServedModel(ABC):
     @abstractmethod
     def instances_from_tensors(self, tensors: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
         """v2 input tensors -> unvalidated instances (validated with `instance_schema` next)."""
+
+    @classmethod
+    @abstractmethod
+    def tensors_from_instances(cls, instances: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Instances -> v2 input tensors (the inverse of `instances_from_tensors`, for clients)."""
 
     @abstractmethod
     def tensors_from_answers(self, answers: Sequence[BaseModel]) -> dict[str, np.ndarray]:
