@@ -16,7 +16,11 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 import yaml
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -225,6 +229,15 @@ def test_grpc_health_checking(heart_service: ServiceProcess) -> None:
     for service in ("", "inference.GRPCInferenceService"):
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_grpc_reflection_describes_the_service(heart_service: ServiceProcess) -> None:
+    """What grpcurl relies on: the service and its messages are discoverable without .proto."""
+    database = ProtoReflectionDescriptorDatabase(grpc.insecure_channel(heart_service.grpc_target))
+    assert "inference.GRPCInferenceService" in set(database.get_services())
+    pool = descriptor_pool.DescriptorPool(database)
+    method = pool.FindServiceByName("inference.GRPCInferenceService").FindMethodByName("ModelInfer")
+    assert method.input_type.full_name == "inference.ModelInferRequest"
 
 
 def _batch_totals(service: ServiceProcess) -> tuple[float, float]:
