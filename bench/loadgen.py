@@ -1,4 +1,7 @@
-"""Closed-loop HTTP load generation with /usr/bin/wrk, plus small reporting helpers."""
+"""Closed-loop HTTP load generation with /usr/bin/wrk, plus small reporting helpers.
+
+`run_client` runs any load generator and measures its CPU time (also used by `bench.h2load`).
+"""
 
 from __future__ import annotations
 
@@ -73,6 +76,29 @@ def _parse(stdout: str) -> dict[str, float]:
     raise RuntimeError(f"wrk printed no {_MARKER} line:\n{stdout}")
 
 
+def run_client(cmd: list[str]) -> tuple[str, float]:
+    """Run a load generator to completion; return (stdout+stderr, its user+sys CPU seconds).
+
+    The CPU time comes from os.wait4 on the child; a non-zero exit raises with the output.
+    """
+    with tempfile.TemporaryFile() as sink:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+        )
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        sink.seek(0)
+        stdout = sink.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(cmd[0]).name} exited with {proc.returncode}:\n{stdout}")
+    return stdout, usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(
     url: str,
     body: bytes,
@@ -93,20 +119,10 @@ def run_wrk(
         marker=_MARKER,
     )
     with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
-        lua, out = Path(tmp, "post.lua"), Path(tmp, "stdout.txt")
+        lua = Path(tmp, "post.lua")
         lua.write_text(script)
         cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), url]
-        with out.open("wb") as sink:
-            proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-            try:
-                _, status, usage = os.wait4(proc.pid, 0)
-            except BaseException:
-                proc.kill()
-                raise
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        stdout = out.read_text(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk exited with {proc.returncode}:\n{stdout}")
+        stdout, cpu_seconds = run_client(cmd)
     v = _parse(stdout)
     return LoadResult(
         connections=connections,
@@ -115,7 +131,7 @@ def run_wrk(
         p50_ms=v["p50_ms"],
         p99_ms=v["p99_ms"],
         errors=int(v["non2xx"] + v["connect"] + v["read"] + v["write"] + v["timeout"]),
-        client_cpu_seconds=usage.ru_utime + usage.ru_stime,
+        client_cpu_seconds=cpu_seconds,
     )
 
 
