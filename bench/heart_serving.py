@@ -187,6 +187,12 @@ def post_json(url: str, body: bytes) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
+def get_text(url: str) -> str:
+    """GET `url` (no proxy) and return the body as text; raise on non-2xx."""
+    with _OPENER.open(url, timeout=30) as resp:
+        return resp.read().decode()
+
+
 def http_status(url: str) -> int | None:
     """Status of GET `url`, or None when nothing answers."""
     try:
@@ -212,12 +218,20 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
 
 @contextmanager
 def serve_medserve(
-    tag: str, workers: int, workdir: Path, timeout_s: float = 180.0
+    tag: str,
+    workers: int,
+    workdir: Path,
+    timeout_s: float = 180.0,
+    grpc_port: int | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """Run `bentoml serve` of the heart service in its own process group; yield (URL, pid)."""
+    """Run `bentoml serve` of the heart service in its own process group; yield (URL, pid).
+
+    Its OIP gRPC server listens on 127.0.0.1:`grpc_port` (a free port when None).
+    """
     port = free_port()
     env = dict(os.environ)
     env |= {"MEDSERVE_HEART_RISK_MODEL_TAG": tag, "MEDSERVE_WORKERS": str(workers)}
+    env |= {"MEDSERVE_GRPC_HOST": "127.0.0.1", "MEDSERVE_GRPC_PORT": str(grpc_port or free_port())}
     cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE_TARGET]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -356,10 +370,8 @@ def measure(
 # --------------------------------------------------------------------------- reporting
 
 
-def machine_lines(
-    setup: Setup, mlserver_exe: Path, args: argparse.Namespace, load: tuple[float, ...]
-) -> list[str]:
-    """Machine, date and versions as markdown bullet lines."""
+def host_lines(mlserver_exe: Path, load: tuple[float, ...]) -> list[str]:
+    """Date, machine and main versions as markdown bullet lines."""
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -387,6 +399,15 @@ def machine_lines(
         f"- versions: Python {platform.python_version()}, "
         f"bentoml {importlib.metadata.version('bentoml')}, mlserver {mlserver_version}, "
         f"scikit-learn {importlib.metadata.version('scikit-learn')}",
+    ]
+
+
+def machine_lines(
+    setup: Setup, mlserver_exe: Path, args: argparse.Namespace, load: tuple[float, ...]
+) -> list[str]:
+    """Machine, date, versions and the benchmark's setup as markdown bullet lines."""
+    return [
+        *host_lines(mlserver_exe, load),
         f"- model: {setup.tag}; MLServer serves its `pipeline.joblib` with `{SKLEARN_RUNTIME}` "
         f"({SKLEARN}) and its `scorer.json` with `{SCORER_RUNTIME}` ({SCORER}, the "
         "LinearScorer medserve evaluates)",

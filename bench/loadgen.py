@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,16 +77,19 @@ def _parse(stdout: str) -> dict[str, float]:
     raise RuntimeError(f"wrk printed no {_MARKER} line:\n{stdout}")
 
 
-def run_client(cmd: list[str]) -> tuple[str, float]:
+def run_client(cmd: list[str], during: Callable[[], None] | None = None) -> tuple[str, float]:
     """Run a load generator to completion; return (stdout+stderr, its user+sys CPU seconds).
 
-    The CPU time comes from os.wait4 on the child; a non-zero exit raises with the output.
+    `during` runs in this process right after the start (e.g. to sample server metrics while the
+    load runs). The CPU time comes from os.wait4 on the child; a non-zero exit raises.
     """
     with tempfile.TemporaryFile() as sink:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
         )
         try:
+            if during is not None:
+                during()
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
             proc.kill()
@@ -133,6 +137,12 @@ def run_wrk(
         errors=int(v["non2xx"] + v["connect"] + v["read"] + v["write"] + v["timeout"]),
         client_cpu_seconds=cpu_seconds,
     )
+
+
+def wrk_version() -> str:
+    """wrk's version, e.g. "wrk debian/4.1.0-3+b2" (`wrk -v` exits with 1)."""
+    out = subprocess.run([WRK, "-v"], capture_output=True, text=True).stdout
+    return out.split("\n", 1)[0].split(" [", 1)[0]
 
 
 def warmup(url: str, body: bytes, content_type: str, seconds: float) -> None:

@@ -39,6 +39,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "heart_risk"
@@ -190,19 +191,26 @@ def serve_mlserver(
         stop_group(proc)
 
 
-def v2_request_body(rows: list[list[float]]) -> bytes:
-    """Open Inference Protocol v2 request: FP64 "input-0" [n, 13], asking for predict_proba."""
+def settings_of(workdir: Path) -> dict[str, Any]:
+    """The server `settings.json` `serve_mlserver` wrote into `workdir` (ports, workers)."""
+    return json.loads((workdir / "settings.json").read_text())
+
+
+def v2_request_body(
+    rows: list[list[float]], input_name: str = "input-0", output: str = "predict_proba"
+) -> bytes:
+    """Open Inference Protocol v2 JSON request: one FP64 input [n, 13], asking for `output`."""
     if not rows or any(len(row) != N_FEATURES for row in rows):
         raise ValueError(f"need at least one row, each with {N_FEATURES} features")
     request = {
         "inputs": [
             {
-                "name": "input-0",
+                "name": input_name,
                 "shape": [len(rows), N_FEATURES],
                 "datatype": "FP64",
                 "data": [float(x) for row in rows for x in row],
             }
         ],
-        "outputs": [{"name": "predict_proba"}],
+        "outputs": [{"name": output}],
     }
     return json.dumps(request, separators=(",", ":")).encode()
