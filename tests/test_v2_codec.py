@@ -85,3 +85,21 @@ def test_overloaded_batcher_sheds_with_503_and_grpc_maps_it_to_unavailable() -> 
     assert shed and all(r.status == 503 and r.error == "overloaded" for r in shed)
     assert any(isinstance(r, np.ndarray) for r in results)  # the rest were served
     assert STATUS_CODES[503] == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_cancelled_caller_is_not_counted_as_overload() -> None:
+    async def slow(rows: np.ndarray) -> np.ndarray:
+        await asyncio.sleep(0.2)
+        return rows
+
+    async def cancel_one() -> BaseException | None:
+        batcher = AdaptiveBatcher(slow, max_batch_size=1, max_latency_ms=10_000)
+        first = asyncio.ensure_future(batcher.submit(np.ones((1, 2))))
+        waiting = asyncio.ensure_future(batcher.submit(np.ones((1, 2))))
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # the client went away while queued
+        await asyncio.gather(waiting, return_exceptions=True)
+        await first
+        return waiting.exception() if not waiting.cancelled() else None
+
+    assert asyncio.run(cancel_one()) is None  # cancelled, not a 503 ServiceError

@@ -9,6 +9,7 @@ and gRPC requests would otherwise need the in-process self-call, which drops in-
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
@@ -20,6 +21,14 @@ BatchFunction = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
 
 def _overloaded() -> np.ndarray:
+    """CorkDispatcher's fallback, called when a queued job was cancelled.
+
+    It cancels jobs itself to shed load (-> 503), but it also lands here when the *caller* was
+    cancelled (the client went away): that must stay a cancellation, not count as overload.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
     raise ServiceError(503, "overloaded", "the model's queue is full; retry after a short back-off")
 
 
