@@ -614,11 +614,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"kept {tmp}", flush=True)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    publish(text, args.out)
+
+
+def publish(text: str, out: Path | None) -> None:
+    """Print a report and, with `--out`, also write it to that file."""
     print("\n" + text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

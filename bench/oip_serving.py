@@ -54,6 +54,7 @@ from bench.heart_serving import (
     memory,
     post_json,
     prepare_model,
+    publish,
     rss_table,
     serve_medserve,
     serve_mlserver_pid,
@@ -639,11 +640,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with temp_dir(args.keep) as tmp:
         text = run(args, tmp)
-    print("\n" + text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
