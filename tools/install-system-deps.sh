@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite and benchmarks need beyond Python: Debian's prometheus (+promtool),
-# chromium (real browser tests) and wrk (benchmarks), and uv itself. Idempotent; needs root for apt.
+# chromium (real browser tests), wrk and h2load (benchmarks), and uv itself. Idempotent; needs
+# root for apt.
 set -euo pipefail
 
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
