@@ -101,7 +101,8 @@ def serve(
         f"[bold]{model}[/] on {base}\n"
         f"  form     {base}/ui\n  predict  POST {base}/predict\n"
         f"  feedback POST {base}/feedback\n  metrics  {base}/metrics\n"
-        f"  docs     {base}/docs (BentoML) · model card {base}/model"
+        f"  docs     {base}/docs (BentoML) · model card {base}/model\n"
+        f"  OIP v2   {base}/v2/models/{model} · gRPC {settings.grpc_host}:{settings.grpc_port}"
     )
     command = [
         sys.executable,
@@ -109,6 +110,8 @@ def serve(
         "bentoml",
         "serve",
         SERVICES[model],
+        "--host",
+        settings.http_host,
         "--port",
         str(chosen_port),
     ]

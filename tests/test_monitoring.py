@@ -66,6 +66,8 @@ def test_shifted_traffic_crosses_the_drift_threshold(
     for feature in SHIFTED_FEATURES:
         assert psi[feature] > PSI_THRESHOLD, (feature, psi)
     assert psi["sex"] < PSI_THRESHOLD  # unshifted features stay calm
+    (threshold,) = _gauges(heart_service, "medserve_drift_psi_threshold").values()
+    assert threshold == PSI_THRESHOLD
     (prediction_psi,) = _gauges(heart_service, "medserve_prediction_psi").values()
     assert prediction_psi > PSI_THRESHOLD
 

@@ -69,6 +69,11 @@ class ServiceMetrics:
             "Share of positives in the training data.",
             ["model"],
         )
+        self.drift_psi_threshold = gauge(
+            "medserve_drift_psi_threshold",
+            "PSI above which a feature counts as drifted (alert rules compare against it).",
+            ["model"],
+        )
         self.drift_window_samples = gauge(
             "medserve_drift_window_samples",
             "Rows currently in the drift window.",

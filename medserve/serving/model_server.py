@@ -99,6 +99,7 @@ class InferencePipeline:
         )
         self.metrics.model_info.labels(model.name, model.tag).set(1)
         self.metrics.reference_positive_rate.labels(model.name).set(model.reference.positive_rate)
+        self.metrics.drift_psi_threshold.labels(model.name).set(settings.drift_psi_threshold)
 
     async def _infer_batch(self, rows: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
