@@ -313,3 +313,39 @@ def test_chart_service_answers_v2_metadata_and_infer(
     for output in model_class.v2_outputs:
         assert result.as_numpy(output.name) is not None
     assert json.dumps(meta)  # metadata is plain JSON-able
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_too_many_rows_are_refused_before_conversion(
+    heart_service: ServiceProcess, transport: str
+) -> None:
+    rows = np.repeat(features(), 101, axis=0)  # the fixture allows 100 instances per request
+    with pytest.raises(InferenceServerException) as raised:
+        client(heart_service, transport).infer(MODEL, [infer_input(transport, rows, "FP64")])
+    assert raised.value.message().startswith("batch_too_large")
+    expected = str(grpc.StatusCode.INVALID_ARGUMENT) if transport == "grpc" else "413"
+    assert raised.value.status() == expected
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_free_text_request_ids_never_reach_the_log(
+    heart_service: ServiceProcess, transport: str
+) -> None:
+    """A client-chosen id is stored and logged only if it is a well-formed id."""
+    secret = "Maria da Silva CPF 123.456.789-09"
+    result = client(heart_service, transport).infer(
+        MODEL, [infer_input(transport, features(), "FP64")], request_id=secret
+    )
+    prediction_id = result.as_numpy("prediction_id")[0].decode()
+    stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()
+    assert stored["request_id"] != secret and len(stored["request_id"]) == 26
+    well_formed = "client-req-42"
+    result = client(heart_service, transport).infer(
+        MODEL, [infer_input(transport, features(), "FP64")], request_id=well_formed
+    )
+    prediction_id = result.as_numpy("prediction_id")[0].decode()
+    assert (
+        httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()["request_id"]
+        == well_formed
+    )
+    assert secret not in heart_service.log_text()

@@ -104,7 +104,7 @@ class HeartRiskModel(ServedModel):
         return {"features": to_matrix(instances)}
 
     def tensors_from_answers(self, answers: Sequence[BaseModel]) -> dict[str, np.ndarray]:
-        predictions = [a for a in answers if isinstance(a, HeartPrediction)]
+        predictions = [HeartPrediction.model_validate(a) for a in answers]
         return {
             "probabilities": np.array(
                 [[p.probabilities[label] for label in CLASS_LABELS] for p in predictions],

@@ -20,8 +20,8 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from medserve.logs import get_logger
-from medserve.prediction_log import new_id
 from medserve.serving.errors import ServiceError
+from medserve.serving.requests import valid_request_id
 from medserve.serving.v2 import (
     BYTES,
     NUMPY_TYPES,
@@ -133,7 +133,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
-        request_id = request.id or new_id()
+        request_id = valid_request_id(request.id)
         outcome, status, message = "ok", grpc.StatusCode.OK, ""
         try:
             tensors, datatypes = decode_inputs(request)

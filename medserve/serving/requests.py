@@ -13,10 +13,18 @@ REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
+def valid_request_id(given: str | None) -> str:
+    """`given` if it is a well-formed id (1-64 of [A-Za-z0-9._:-]), else a new ULID.
+
+    Every transport passes client-chosen ids through here: they are logged and stored, so free
+    text (which could carry a patient's name) must never get through.
+    """
+    return given if given and _VALID_REQUEST_ID.match(given) else new_id()
+
+
 def request_id_of(request: Request) -> str:
     """The caller's `X-Request-ID` if well-formed, else a new ULID."""
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _VALID_REQUEST_ID.match(given) else new_id()
+    return valid_request_id(request.headers.get(REQUEST_ID_HEADER))
 
 
 async def read_body(request: Request, limit: int) -> bytes:

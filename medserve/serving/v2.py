@@ -237,9 +237,11 @@ class V2Protocol:
     def _instances(self, tensors: Mapping[str, np.ndarray]) -> list[BaseModel]:
         model = self.gateway.ready_pipeline.model
         limit = self.gateway.ready_pipeline.settings.max_patients_per_request
-        raw = model.instances_from_tensors(tensors)
-        if len(raw) > limit:
+        # Checked on the shapes, before any row is converted: a 64 MiB gRPC message holds
+        # hundreds of thousands of rows.
+        if max(len(tensor) for tensor in tensors.values()) > limit:
             raise ServiceError(413, "batch_too_large", f"at most {limit} instances per request")
+        raw = model.instances_from_tensors(tensors)
         try:
             return _adapter(model.instance_schema).validate_python(raw)
         except ValidationError as exc:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from medserve.serving.errors import ServiceError
-from medserve.serving.requests import read_body
+from medserve.serving.requests import read_body, valid_request_id
 from medserve.serving.v2 import (
     InferRequest,
     datatype_of,
@@ -91,7 +91,7 @@ async def _v2_infer(request: Request, gateway: Gateway, request_id: str) -> Resp
         tensors,
         datatypes,
         requested,
-        infer.id or request_id,
+        valid_request_id(infer.id) if infer.id else request_id,
         V2_REST,
     )
     return _infer_response(gateway, infer, outputs)
