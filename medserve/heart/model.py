@@ -27,6 +27,7 @@ from medserve.serving.v2 import TensorSpec
 MODEL_NAME = "heart_risk"
 PIPELINE_FILE = "pipeline.joblib"
 SCORER_FILE = "scorer.json"
+DECISION_THRESHOLD = 0.5  # P(CAD) at or above which class 1 is answered
 
 
 class HeartRiskModel(ServedModel):
@@ -83,10 +84,10 @@ class HeartRiskModel(ServedModel):
         )
 
     def predicted_class(self, output: np.ndarray) -> int:
-        return int(output[1] >= 0.5)
+        return int(output[1] >= DECISION_THRESHOLD)
 
     def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
-        return rows, outputs[:, 1], outputs[:, 1] >= 0.5
+        return rows, outputs[:, 1], outputs[:, 1] >= DECISION_THRESHOLD
 
     def instances_from_tensors(self, tensors: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
         """`features` [n, 13] in `FEATURE_NAMES` order, Kaggle codes, NaN = missing."""
