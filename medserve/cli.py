@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from medserve.catalogue import SERVICES, ServiceEntry
 from medserve.settings import get_settings, use_local_bentoml_home
 
 app = typer.Typer(help="medserve: serve clinical ML models.", no_args_is_help=True)
 console = Console(stderr=True)
-
-# Model name -> BentoML service import path.
-SERVICES = {"heart_risk": "bentos.heart_risk:HeartRisk"}
 
 
 @app.callback()
@@ -83,53 +83,109 @@ def import_cmd(uri: str) -> None:
 
 
 @app.command()
+def calibrate(
+    model: str,
+    normal_beats: Annotated[
+        Path, typer.Option("--normal-beats", help="Normal beats: 140 values per row, or ECG5000.")
+    ],
+    tag: Annotated[str, typer.Option(help="Model version to calibrate.")] = "latest",
+    k: Annotated[
+        float | None, typer.Option(help="Threshold = mean + k * std (default: the model's k).")
+    ] = None,
+) -> None:
+    """Refit MODEL's decision threshold on a deployment's own normal beats; saves a new tag."""
+    if model != "ecg_anomaly":
+        raise typer.BadParameter(
+            "only ecg_anomaly has a calibratable threshold", param_hint="MODEL"
+        )
+    from training.ecg_anomaly import calibrate as calibrate_threshold
+    from training.ecg_anomaly import read_beats_file
+
+    beats = read_beats_file(normal_beats)
+    result = calibrate_threshold(f"{model}:{tag}", beats, k)
+    console.print(
+        f"[green]calibrated[/] {result.tag} from {result.calibrated_from} on {result.beats} beats: "
+        f"threshold {result.previous_threshold:.5f} -> {result.threshold:.5f} "
+        f"(the old threshold flagged {result.flagged_share_before:.1%} of these normal beats)"
+    )
+
+
+def _print_urls(entry: ServiceEntry, http_port: int, grpc_port: int) -> None:
+    base = f"http://127.0.0.1:{http_port}"
+    pages = "".join(f"  page     {base}{page}\n" for page in entry.pages)
+    console.print(
+        f"[bold]{entry.model}[/] on {base}\n{pages}"
+        f"  predict  POST {base}/predict · feedback POST {base}/feedback\n"
+        f"  metrics  {base}/metrics · model card {base}/model · docs {base}/docs\n"
+        f"  OIP v2   {base}/v2/models/{entry.model} · gRPC 127.0.0.1:{grpc_port}"
+    )
+
+
+def _service_process(
+    entry: ServiceEntry, http_port: int, grpc_port: int, workers: int | None
+) -> subprocess.Popen[bytes]:
+    settings = get_settings()
+    env = dict(os.environ, MEDSERVE_HTTP_PORT=str(http_port), MEDSERVE_GRPC_PORT=str(grpc_port))
+    if workers is not None:
+        env["MEDSERVE_WORKERS"] = str(workers)
+    command = [sys.executable, "-m", "bentoml", "serve", entry.target]
+    command += ["--host", settings.http_host, "--port", str(http_port)]
+    return subprocess.Popen(command, env=env)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait(processes: list[subprocess.Popen[bytes]]) -> int:
+    """Wait for the services; stop all of them when one exits or on Ctrl-C / SIGTERM."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while all(p.poll() is None for p in processes):
+            try:
+                processes[0].wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                continue
+    except KeyboardInterrupt:
+        pass
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    return max((p.wait() for p in processes), default=0)
+
+
+@app.command()
 def serve(
     model: Annotated[str, typer.Argument()] = "heart_risk",
-    port: Annotated[int | None, typer.Option(help="HTTP port (MEDSERVE_HTTP_PORT).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default: the catalogue's).")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
     """Serve MODEL with BentoML in the foreground."""
-    settings = get_settings()
-    env = dict(os.environ)
-    if port is not None:
-        env["MEDSERVE_HTTP_PORT"] = str(port)
-    if workers is not None:
-        env["MEDSERVE_WORKERS"] = str(workers)
-    chosen_port = port or settings.http_port
-    base = f"http://127.0.0.1:{chosen_port}"
-    console.print(
-        f"[bold]{model}[/] on {base}\n"
-        f"  form     {base}/ui\n  predict  POST {base}/predict\n"
-        f"  feedback POST {base}/feedback\n  metrics  {base}/metrics\n"
-        f"  docs     {base}/docs (BentoML) · model card {base}/model\n"
-        f"  OIP v2   {base}/v2/models/{model} · gRPC {settings.grpc_host}:{settings.grpc_port}"
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        SERVICES[model],
-        "--host",
-        settings.http_host,
-        "--port",
-        str(chosen_port),
-    ]
-    raise typer.Exit(subprocess.call(command, env=env))
+    if model not in SERVICES:
+        raise typer.BadParameter(f"known: {', '.join(SERVICES)}", param_hint="MODEL")
+    entry = SERVICES[model]
+    http_port = port or int(os.environ.get("MEDSERVE_HTTP_PORT", entry.http_port))
+    grpc_port = int(os.environ.get("MEDSERVE_GRPC_PORT", entry.grpc_port))
+    _print_urls(entry, http_port, grpc_port)
+    raise typer.Exit(_wait([_service_process(entry, http_port, grpc_port, workers)]))
 
 
 @app.command()
 def up(
-    port: Annotated[int | None, typer.Option(help="HTTP port.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes per service.")] = None,
 ) -> None:
-    """Start the platform on embedded defaults: train the default model if missing, serve it."""
+    """Start the platform on embedded defaults: train missing models, serve every service."""
     from medserve.model_store import has_model
 
-    if not has_model("heart_risk:latest"):
-        console.print("no heart_risk model in the local store: training one first")
-        train("heart_risk")
-    serve("heart_risk", port=port, workers=workers)
+    for name in SERVICES:
+        if not has_model(f"{name}:latest"):
+            console.print(f"no {name} model in the local store: training one first")
+            train(name)
+    processes = []
+    for entry in SERVICES.values():
+        _print_urls(entry, entry.http_port, entry.grpc_port)
+        processes.append(_service_process(entry, entry.http_port, entry.grpc_port, workers))
+    raise typer.Exit(_wait(processes))
 
 
 if __name__ == "__main__":

@@ -25,11 +25,14 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     String,
     create_engine,
     event,
     insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -75,8 +78,14 @@ class PredictionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The predicted class (heart: 1 = CAD; ECG: 1 = anomalous), so review lists filter on an
+    # indexed column instead of inside the JSON.
+    predicted_class: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
-    __table_args__ = (Index("ix_predictions_model_created", "model", "created_at"),)
+    __table_args__ = (
+        Index("ix_predictions_model_created", "model", "created_at"),
+        Index("ix_predictions_model_class_created", "model", "predicted_class", "created_at"),
+    )
 
 
 class FeedbackRow(Base):
@@ -103,12 +112,14 @@ class PredictionRecord(BaseModel):
     created_at: datetime
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    predicted_class: int | None = None
 
 
 class LabelledExample(BaseModel):
     """A logged input with its confirmed outcome (training data for the next run)."""
 
     prediction_id: str
+    created_at: datetime
     inputs: dict[str, Any]
     outcome: dict[str, Any]
 
@@ -133,7 +144,32 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Additive migration for logs created by an older release (new nullable columns only).
+
+    `create_all` creates missing tables but never alters existing ones; a release that needs more
+    than an added nullable column must ship a real migration.
+    """
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for column in missing:
+                if not column.nullable:
+                    raise RuntimeError(f"{table.name}.{column.name} needs a migration")
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.execute(
+                    text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+                )
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
 
 
 Waiter = Future[None] | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
@@ -228,11 +264,12 @@ class PredictionLog:
                 loop.call_soon_threadsafe(_settle, futures, error)
 
     def add_feedback(
-        self, prediction_id: str, outcome: dict[str, Any], reviewer: str | None = None
+        self, model: str, prediction_id: str, outcome: dict[str, Any], reviewer: str | None = None
     ) -> None:
-        """Attach (or replace) the confirmed outcome of a logged prediction."""
+        """Attach (or replace) the confirmed outcome of a prediction `model` made."""
         with Session(self.engine) as session, session.begin():
-            if session.get(PredictionRow, prediction_id) is None:
+            row = session.get(PredictionRow, prediction_id)
+            if row is None or row.model != model:
                 raise UnknownPrediction(prediction_id)
             session.merge(
                 FeedbackRow(
@@ -249,34 +286,74 @@ class PredictionLog:
             row = session.get(PredictionRow, prediction_id)
             return None if row is None else _record(row)
 
-    def recent(self, model: str, limit: int = 50) -> list[PredictionRecord]:
-        """The newest predictions of a model."""
-        query = (
-            select(PredictionRow)
-            .where(PredictionRow.model == model)
-            .order_by(PredictionRow.created_at.desc(), PredictionRow.id.desc())
-            .limit(limit)
-        )
+    def recent(
+        self,
+        model: str,
+        limit: int = 50,
+        predicted_class: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[PredictionRecord]:
+        """The newest predictions of a model, optionally of one predicted class and in
+        [since, until)."""
+        query = select(PredictionRow).where(PredictionRow.model == model)
+        if predicted_class is not None:
+            query = query.where(PredictionRow.predicted_class == predicted_class)
+        if since is not None:
+            query = query.where(PredictionRow.created_at >= since)
+        if until is not None:
+            query = query.where(PredictionRow.created_at < until)
+        query = query.order_by(PredictionRow.created_at.desc(), PredictionRow.id.desc())
         with Session(self.engine) as session:
-            return [_record(row) for row in session.scalars(query)]
+            return [_record(row) for row in session.scalars(query.limit(limit))]
 
-    def labelled(self, model: str) -> list[LabelledExample]:
-        """Every logged input of `model` with a confirmed outcome."""
+    def feedback_of(self, prediction_id: str) -> dict[str, Any] | None:
+        """The confirmed outcome of a prediction, if a reviewer gave one."""
+        with Session(self.engine) as session:
+            row = session.get(FeedbackRow, prediction_id)
+            return None if row is None else row.outcome
+
+    def feedback_for(self, prediction_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Confirmed outcomes of those of `prediction_ids` that a reviewer confirmed."""
+        if not prediction_ids:
+            return {}
+        query = select(FeedbackRow).where(FeedbackRow.prediction_id.in_(list(prediction_ids)))
+        with Session(self.engine) as session:
+            return {row.prediction_id: row.outcome for row in session.scalars(query)}
+
+    def labelled(
+        self, model: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[LabelledExample]:
+        """Every logged input of `model` with a confirmed outcome, predicted in [since, until)."""
         query = (
             select(PredictionRow, FeedbackRow)
             .join(FeedbackRow, FeedbackRow.prediction_id == PredictionRow.id)
             .where(PredictionRow.model == model)
             .order_by(PredictionRow.id)
         )
+        if since is not None:
+            query = query.where(PredictionRow.created_at >= since)
+        if until is not None:
+            query = query.where(PredictionRow.created_at < until)
         with Session(self.engine) as session:
             return [
-                LabelledExample(prediction_id=p.id, inputs=p.inputs, outcome=f.outcome)
+                LabelledExample(
+                    prediction_id=p.id,
+                    created_at=_aware(p.created_at),
+                    inputs=p.inputs,
+                    outcome=f.outcome,
+                )
                 for p, f in session.execute(query)
             ]
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _record(row: PredictionRow) -> PredictionRecord:
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    created = _aware(row.created_at)
     return PredictionRecord(
         id=row.id,
         model=row.model,
@@ -286,4 +363,5 @@ def _record(row: PredictionRow) -> PredictionRecord:
         created_at=created,
         inputs=row.inputs,
         outputs=row.outputs,
+        predicted_class=row.predicted_class,
     )

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     max_latency_ms: int = Field(
         default=2000, ge=1, description="Adaptive batching: queue budget before a request is shed."
     )
-    max_patients_per_request: int = Field(default=1000, ge=1)
+    max_instances_per_request: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     prediction_log_wait: bool = Field(
         default=True,

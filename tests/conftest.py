@@ -21,6 +21,14 @@ import pytest  # noqa: E402
 from tests.servers import ServiceProcess, medserve_service  # noqa: E402
 
 HEART_TARGET = "bentos.heart_risk:HeartRisk"
+ECG_TARGET = "bentos.ecg_anomaly:EcgAnomaly"
+# Small and quick, yet enough for the autoencoder to separate the classes (MEDSERVE_ECG_TRAIN_*).
+ECG_TEST_TRAINING = {
+    "normal_beats": 600,
+    "abnormal_beats_per_class": 90,
+    "epochs": 40,
+    "batch_size": 32,
+}
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +42,14 @@ def heart_tag() -> str:
     from training.heart_risk import HeartTrainConfig, train
 
     return train(HeartTrainConfig()).tag
+
+
+@pytest.fixture(scope="session")
+def ecg_tag() -> str:
+    """An ECG model trained once per session (small synthetic set) into the session's store."""
+    from training.ecg_anomaly import EcgTrainConfig, train
+
+    return train(EcgTrainConfig(**ECG_TEST_TRAINING)).tag
 
 
 def service_env(home: Path, **overrides: str) -> dict[str, str]:
@@ -56,9 +72,24 @@ def heart_service(
         MEDSERVE_HEART_RISK_MODEL_TAG=heart_tag,
         MEDSERVE_DRIFT_WINDOW="200",
         MEDSERVE_DRIFT_MIN_SAMPLES="50",
-        MEDSERVE_MAX_PATIENTS_PER_REQUEST="100",
+        MEDSERVE_MAX_INSTANCES_PER_REQUEST="100",
         MEDSERVE_MAX_BODY_BYTES="65536",
         MEDSERVE_WORKERS="2",
     )
     with medserve_service(HEART_TARGET, home, env) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def ecg_service(ecg_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """The ECG service with its own prediction log and a small drift window."""
+    home = tmp_path_factory.mktemp("ecg-service")
+    env = service_env(
+        home,
+        MEDSERVE_ECG_ANOMALY_MODEL_TAG=ecg_tag,
+        MEDSERVE_DRIFT_WINDOW="200",
+        MEDSERVE_DRIFT_MIN_SAMPLES="50",
+        MEDSERVE_MAX_INSTANCES_PER_REQUEST="200",
+    )
+    with medserve_service(ECG_TARGET, home, env) as service:
         yield service

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from medserve.catalogue import SERVICES
 from medserve.heart.features import to_matrix
 from tests.conftest import service_env
 from tests.heart_samples import VALID_PATIENT
@@ -279,13 +280,24 @@ def test_every_service_in_bentos_is_in_the_chart() -> None:
     assert modules - {"bentos.__init__"} == listed
 
 
+def test_chart_and_catalogue_agree_on_services_and_ports() -> None:
+    chart = {s["name"]: (s["bento"], s["httpPort"], s["grpcPort"]) for s in _chart_services()}
+    catalogue = {e.model: (e.target, e.http_port, e.grpc_port) for e in SERVICES.values()}
+    assert chart == catalogue
+
+
 @pytest.fixture(scope="module", params=_chart_services(), ids=lambda s: s["name"])
 def chart_service(
-    request: pytest.FixtureRequest, heart_tag: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    heart_tag: str,
+    ecg_tag: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[dict[str, Any], ServiceProcess]]:
     spec = request.param
     home = tmp_path_factory.mktemp(f"chart-{spec['name']}")
-    with medserve_service(spec["bento"], home, service_env(home)) as service:
+    tags = {"heart_risk": heart_tag, "ecg_anomaly": ecg_tag}
+    env = service_env(home, **{f"MEDSERVE_{spec['name'].upper()}_MODEL_TAG": tags[spec["name"]]})
+    with medserve_service(spec["bento"], home, env) as service:
         yield spec, service
 
 

@@ -30,6 +30,19 @@ def _train_heart_risk(settings: Settings, with_feedback: bool) -> TrainOutcome:
     return TrainOutcome(model="heart_risk", tag=result.tag, metrics=result.metrics)
 
 
+def _train_ecg_anomaly(settings: Settings, with_feedback: bool) -> TrainOutcome:
+    from training.ecg_anomaly import EcgTrainConfig, train
+
+    config = EcgTrainConfig()
+    feedback = []
+    if with_feedback:
+        log = PredictionLog(settings.resolved_database_url)
+        feedback = log.labelled("ecg_anomaly", config.feedback_since, config.feedback_until)
+    result = train(config, feedback)
+    return TrainOutcome(model="ecg_anomaly", tag=result.tag, metrics=result.metrics)
+
+
 TRAINERS: dict[str, Callable[[Settings, bool], TrainOutcome]] = {
     "heart_risk": _train_heart_risk,
+    "ecg_anomaly": _train_ecg_anomaly,
 }

@@ -11,7 +11,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -54,6 +61,17 @@ class FeedbackRequest(BaseModel):
     reviewer: str | None = Field(default=None, max_length=128)
 
 
+class PredictionQuery(BaseModel):
+    """Filters of `GET /predictions` (and of review pages listing recent predictions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    predicted_class: int | None = Field(default=None, ge=0, le=1000)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+
+
 class PredictResponse(BaseModel):
     model: str
     model_tag: str
@@ -71,6 +89,7 @@ class Gateway:
         routes: list[BaseRoute] = [
             Route("/predict", self.wrap(_predict, "http_json"), methods=["POST"]),
             Route("/feedback", self.wrap(_feedback, "feedback"), methods=["POST"]),
+            Route("/predictions", self.wrap(_list_predictions, "read")),
             Route("/predictions/{prediction_id}", self.wrap(_get_prediction, "read")),
             Route("/model", self.wrap(_model_info, "read")),
         ]
@@ -99,7 +118,7 @@ class Gateway:
         """Bind the worker's pipeline; until then every route answers 503."""
         self.pipeline = pipeline
         model = pipeline.model
-        max_items = pipeline.settings.max_patients_per_request
+        max_items = pipeline.settings.max_instances_per_request
         self._request_schema = create_model(
             f"{model.name}_predict_request",
             __config__=ConfigDict(extra="forbid", strict=True),
@@ -191,6 +210,14 @@ class Gateway:
             raise ServiceError(415, "unsupported_media_type", "send application/json")
         return await read_body(request, settings.max_body_bytes)
 
+    def parse_query(self, request: Request) -> PredictionQuery:
+        """`PredictionQuery` from the query string; bad values are a 422 naming the parameter."""
+        params = {key: value for key, value in request.query_params.items() if value != ""}
+        try:
+            return PredictionQuery.model_validate(params)
+        except ValidationError as exc:
+            raise validation_error(field_errors(exc, lambda _: None)) from None
+
     def parse(self, schema: type[BaseModel], body: bytes, prefix: str = "") -> BaseModel:
         """Validate a JSON body; malformed JSON is a 400, bad values a 422, too many a 413."""
         try:
@@ -204,7 +231,7 @@ class Gateway:
             return ServiceError(400, "malformed_json", "the body is not valid JSON")
         pipeline = self.ready_pipeline
         if "too_long" in kinds:
-            limit = pipeline.settings.max_patients_per_request
+            limit = pipeline.settings.max_instances_per_request
             return ServiceError(
                 413,
                 "batch_too_large",
@@ -240,14 +267,23 @@ async def _feedback(request: Request, gateway: Gateway, request_id: str) -> Resp
     feedback = gateway.parse(FeedbackRequest, await gateway.read_json_body(request))
     assert isinstance(feedback, FeedbackRequest)
     try:
+        outcome = {"label": feedback.label}
         pipeline.log.add_feedback(
-            feedback.prediction_id, {"label": feedback.label}, feedback.reviewer
+            pipeline.model.name, feedback.prediction_id, outcome, feedback.reviewer
         )
     except UnknownPrediction:
         raise ServiceError(
             404, "unknown_prediction", "no such prediction id", field="prediction_id"
         ) from None
     return JSONResponse({"prediction_id": feedback.prediction_id, "request_id": request_id})
+
+
+async def _list_predictions(request: Request, gateway: Gateway, request_id: str) -> Response:
+    query = gateway.parse_query(request)
+    pipeline = gateway.ready_pipeline
+    records = pipeline.log.recent(pipeline.model.name, **query.model_dump())
+    body = "[" + ",".join(record.model_dump_json() for record in records) + "]"
+    return Response(body, media_type="application/json")
 
 
 async def _get_prediction(request: Request, gateway: Gateway, request_id: str) -> Response:

@@ -11,6 +11,28 @@ from typing import Any
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Fine around the small scores of reconstruction models (ECG MAE ~0.01-0.1) and coarse up to 1
+# for probabilities, so one family serves every model.
+SCORE_BUCKETS = (
+    0.01,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.06,
+    0.08,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    1.0,
+)
 
 
 class ServiceMetrics:
@@ -40,6 +62,18 @@ class ServiceMetrics:
             "Rows per adaptive batch handed to the model.",
             ["model"],
             buckets=BATCH_BUCKETS,
+        )
+        self.instances_per_request = Histogram(
+            "medserve_instances_per_request",
+            "Instances (patients, beats, ...) per accepted request, per model and transport.",
+            ["model", "transport"],
+            buckets=BATCH_BUCKETS,
+        )
+        self.prediction_score = Histogram(
+            "medserve_prediction_score",
+            "The model's score per instance (heart: P(CAD); ECG: reconstruction MAE).",
+            ["model"],
+            buckets=SCORE_BUCKETS,
         )
         self.rejected = Counter(
             "medserve_rejected_requests_total",

@@ -37,7 +37,7 @@ class ServedModel(ABC):
     instances_key: ClassVar[str] = "instances"  # JSON key of the instance list in /predict
     v2_inputs: ClassVar[tuple[TensorSpec, ...]]  # Open Inference Protocol v2 tensors
     v2_outputs: ClassVar[tuple[TensorSpec, ...]]
-    example: ClassVar[dict[str, Any]]  # one valid instance (docs, client snippets, smoke tests)
+    example: ClassVar[Any]  # one valid instance as JSON (docs, client snippets, smoke tests)
     tag: str
     reference: ReferenceProfile
 
@@ -63,12 +63,12 @@ class ServedModel(ABC):
         """(features in reference order, score, predicted class) for the drift monitor."""
 
     @abstractmethod
-    def instances_from_tensors(self, tensors: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-        """v2 input tensors -> unvalidated instances (validated with `instance_schema` next)."""
+    def instances_from_tensors(self, tensors: Mapping[str, np.ndarray]) -> list[Any]:
+        """v2 input tensors -> unvalidated JSON-like instances (schema-validated next)."""
 
     @classmethod
     @abstractmethod
-    def tensors_from_instances(cls, instances: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    def tensors_from_instances(cls, instances: Sequence[Any]) -> dict[str, np.ndarray]:
         """Instances -> v2 input tensors (the inverse of `instances_from_tensors`, for clients)."""
 
     @abstractmethod
@@ -81,6 +81,10 @@ class ServedModel(ABC):
 
     def predicted_class(self, output: np.ndarray) -> int:
         return int(np.argmax(output))
+
+    def logged_inputs(self, instance: BaseModel) -> dict[str, Any]:
+        """What the prediction log keeps of one instance (override for array inputs)."""
+        return instance.model_dump()
 
 
 class InferencePipeline:
@@ -112,9 +116,13 @@ class InferencePipeline:
         return outputs
 
     def _update_drift(self, rows: np.ndarray, outputs: np.ndarray) -> None:
-        """Feed the window now; recompute the PSI gauges at most every interval, trailing edge
-        included, so the last batch of a burst is always exported."""
-        self.drift.observe(*self.model.drift_inputs(rows, outputs))
+        """Feed the window and the score histogram now; recompute the PSI gauges at most every
+        interval, trailing edge included, so the last batch of a burst is always exported."""
+        features, scores, predicted = self.model.drift_inputs(rows, outputs)
+        self.drift.observe(features, scores, predicted)
+        score_histogram = self._score_histogram
+        for score in scores.tolist():
+            score_histogram.observe(score)
         if self._drift_export_scheduled:
             return
         wait = DRIFT_EXPORT_INTERVAL_S - (time.monotonic() - self._drift_exported_at)
@@ -146,7 +154,10 @@ class InferencePipeline:
         answers, records = [], []
         now = utcnow()
         ids = new_ids(len(instances))
-        for instance, output, prediction_id in zip(instances, outputs, ids, strict=True):
+        classes = [self.model.predicted_class(output) for output in outputs]
+        for instance, output, predicted, prediction_id in zip(
+            instances, outputs, classes, ids, strict=True
+        ):
             answer = self.model.postprocess(output, prediction_id)
             answers.append(answer)
             records.append(
@@ -157,18 +168,28 @@ class InferencePipeline:
                     request_id=request_id,
                     transport=transport,
                     created_at=now,
-                    inputs=instance.model_dump(),
+                    inputs=self.model.logged_inputs(instance),
                     outputs=answer.model_dump(by_alias=True, exclude={"prediction_id"}),
+                    predicted_class=predicted,
                 )
             )
-        for predicted, count in Counter(map(self.model.predicted_class, outputs)).items():
+        for predicted, count in Counter(classes).items():
             self._prediction_counter(predicted).inc(count)
+        self._instances_histogram(transport).observe(len(instances))
         await self.log.record_async(records, wait=self.settings.prediction_log_wait)
         return answers
 
     @functools.cache  # noqa: B019 - one pipeline per worker, lives as long as the process
     def _prediction_counter(self, predicted: int) -> Any:
         return self.metrics.predictions.labels(self.model.name, str(predicted))
+
+    @functools.cached_property
+    def _score_histogram(self) -> Any:
+        return self.metrics.prediction_score.labels(self.model.name)
+
+    @functools.cache  # noqa: B019
+    def _instances_histogram(self, transport: str) -> Any:
+        return self.metrics.instances_per_request.labels(self.model.name, transport)
 
     @functools.cache  # noqa: B019
     def request_timer(self, transport: str, outcome: str) -> Any:

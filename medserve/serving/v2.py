@@ -236,7 +236,7 @@ class V2Protocol:
 
     def _instances(self, tensors: Mapping[str, np.ndarray]) -> list[BaseModel]:
         model = self.gateway.ready_pipeline.model
-        limit = self.gateway.ready_pipeline.settings.max_patients_per_request
+        limit = self.gateway.ready_pipeline.settings.max_instances_per_request
         # Checked on the shapes, before any row is converted: a 64 MiB gRPC message holds
         # hundreds of thousands of rows.
         if max(len(tensor) for tensor in tensors.values()) > limit:

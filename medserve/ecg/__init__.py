@@ -1,0 +1,1 @@
+"""ECG beat anomaly detection: beats, signal processing, synthetic data, the served autoencoder."""

@@ -1,0 +1,203 @@
+"""The clinicians' review page: recent beats, one beat's plot, and the confirm form.
+
+Server-rendered HTML with inline SVG (no JavaScript, nothing from a CDN). A confirmation is
+stored through the shared feedback API of the prediction log (label 1 = anomalous), which is
+where `ray_jobs/train.py ecg_anomaly --with-feedback` reads labelled beats from.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from html import escape
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from medserve.ecg.settings import get_ecg_settings
+from medserve.prediction_log import PredictionRecord, UnknownPrediction
+from medserve.serving.errors import ServiceError
+from medserve.serving.gateway import ExtraRoute, Gateway
+
+TRANSPORT = "review"
+FLAGS = {"all": None, "anomalous": 1, "normal": 0}
+VERDICT_PT = {True: "Anômalo", False: "Normal"}
+
+PAGE = """<!doctype html>
+<html lang="pt-BR"><head><meta charset="utf-8">
+<title>medserve · Revisão de batimentos de ECG</title>
+<style>
+body{{font-family:system-ui,sans-serif;max-width:64rem;margin:2rem auto;padding:0 1rem}}
+table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #ddd;padding:.3rem}}
+.anomalous{{color:#c62828;font-weight:600}} .normal{{color:#2e7d32}}
+form.filters{{display:flex;gap:1rem;align-items:end;margin:1rem 0}}
+label{{display:flex;flex-direction:column}} .confirmed{{background:#e8f5e9;padding:.5rem}}
+</style></head><body>
+<p><a href="/review">Batimentos recentes</a> · modelo <code>{model_tag}</code></p>
+{body}
+</body></html>"""
+
+
+def beat_plot_svg(original: list[float], reconstruction: list[float]) -> str:
+    """Original beat, reconstruction and the absolute error between them, as inline SVG."""
+    x_original, x_reconstruction = np.asarray(original), np.asarray(reconstruction)
+    error = np.abs(x_original - x_reconstruction)
+    width, height, pad = 720, 320, 36
+    low = float(min(x_original.min(), x_reconstruction.min(), 0.0))
+    high = float(max(x_original.max(), x_reconstruction.max(), error.max()))
+    span = high - low or 1.0
+
+    def xy(values: np.ndarray) -> list[tuple[float, float]]:
+        xs = pad + np.arange(len(values)) * (width - 2 * pad) / (len(values) - 1)
+        ys = height - pad - (values - low) * (height - 2 * pad) / span
+        return list(zip(xs.tolist(), ys.tolist(), strict=True))
+
+    def polyline(values: np.ndarray, element_id: str, colour: str) -> str:
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy(values))
+        return (
+            f'<polyline id="{element_id}" points="{points}" fill="none" '
+            f'stroke="{colour}" stroke-width="2"/>'
+        )
+
+    zero = xy(np.zeros(len(error)))
+    area = xy(error) + zero[::-1]
+    error_path = " ".join(f"{x:.1f},{y:.1f}" for x, y in area)
+    y_zero = zero[0][1]
+    legend = "".join(
+        f'<text x="{pad + 190 * i}" y="18" fill="{colour}">■ {escape(name)}</text>'
+        for i, (name, colour) in enumerate(
+            [("original", "#1565c0"), ("reconstrução", "#c62828"), ("erro absoluto", "#f9a825")]
+        )
+    )
+    return (
+        f'<svg id="beat-plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="batimento, reconstrução e erro">{legend}'
+        f'<line x1="{pad}" y1="{y_zero:.1f}" x2="{width - pad}" y2="{y_zero:.1f}" stroke="#999"/>'
+        f'<text x="2" y="{pad}" font-size="11">{high:.2f}</text>'
+        f'<text x="2" y="{height - pad}" font-size="11">{low:.2f}</text>'
+        f'<polygon id="error-area" points="{error_path}" fill="#f9a825" fill-opacity=".45"/>'
+        f"{polyline(x_original, 'original', '#1565c0')}"
+        f"{polyline(x_reconstruction, 'reconstruction', '#c62828')}</svg>"
+    )
+
+
+def _page(gateway: Gateway, body: str, status: int = 200) -> HTMLResponse:
+    tag = escape(gateway.ready_pipeline.model.tag)
+    return HTMLResponse(PAGE.format(model_tag=tag, body=body), status_code=status)
+
+
+def _day(text: str, name: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.combine(datetime.strptime(text, "%Y-%m-%d").date(), time(), tzinfo=UTC)
+    except ValueError:
+        raise ServiceError(422, "validation_error", "dates are YYYY-MM-DD", field=name) from None
+
+
+def _row(record: PredictionRecord, confirmed: dict | None) -> str:
+    anomalous = bool(record.predicted_class)
+    review = "—" if confirmed is None else f"confirmado: {VERDICT_PT[bool(confirmed.get('label'))]}"
+    return (
+        f'<tr data-id="{record.id}"><td>{record.created_at:%Y-%m-%d %H:%M:%S}</td>'
+        f'<td><a href="/review/{record.id}">{record.id}</a></td>'
+        f"<td>{record.outputs.get('mae', float('nan')):.4f}</td>"
+        f'<td class="{"anomalous" if anomalous else "normal"}">{VERDICT_PT[anomalous]}</td>'
+        f"<td>{escape(review)}</td></tr>"
+    )
+
+
+async def list_beats(request: Request, gateway: Gateway, request_id: str) -> Response:
+    pipeline = gateway.ready_pipeline
+    flag = request.query_params.get("flag", "all")
+    if flag not in FLAGS:
+        raise ServiceError(422, "validation_error", f"flag is one of {list(FLAGS)}", field="flag")
+    since_text = request.query_params.get("since", "")
+    until_text = request.query_params.get("until", "")
+    since, until = _day(since_text, "since"), _day(until_text, "until")
+    records = pipeline.log.recent(
+        pipeline.model.name,
+        limit=get_ecg_settings().review_page_size,
+        predicted_class=FLAGS[flag],
+        since=since,
+        until=None if until is None else until + timedelta(days=1),  # inclusive day
+    )
+    confirmed = pipeline.log.feedback_for([r.id for r in records])
+    options = "".join(
+        f'<option value="{key}"{" selected" if key == flag else ""}>{key}</option>' for key in FLAGS
+    )
+    rows = "".join(_row(r, confirmed.get(r.id)) for r in records)
+    body = (
+        "<h1>Revisão de batimentos de ECG</h1>"
+        '<form class="filters" method="get" action="/review">'
+        f'<label>Veredito <select name="flag" id="flag">{options}</select></label>'
+        f'<label>De <input type="date" name="since" id="since" value="{escape(since_text)}">'
+        "</label>"
+        f'<label>Até <input type="date" name="until" id="until" value="{escape(until_text)}">'
+        '</label><button type="submit" id="filter">Filtrar</button></form>'
+        '<table id="beats"><thead><tr><th>Horário (UTC)</th><th>Predição</th><th>MAE</th>'
+        f"<th>Veredito do modelo</th><th>Revisão</th></tr></thead><tbody>{rows}</tbody></table>"
+        + ("" if records else '<p id="empty">Nenhum batimento.</p>')
+    )
+    return _page(gateway, body)
+
+
+def _record_of(gateway: Gateway, prediction_id: str) -> PredictionRecord:
+    record = gateway.ready_pipeline.log.get(prediction_id)
+    if record is None or record.model != gateway.ready_pipeline.model.name:
+        raise ServiceError(404, "unknown_prediction", "no such prediction id")
+    return record
+
+
+async def show_beat(request: Request, gateway: Gateway, request_id: str) -> Response:
+    record = _record_of(gateway, request.path_params["prediction_id"])
+    outputs = record.outputs
+    anomalous = bool(outputs["anomalous"])
+    confirmed = gateway.ready_pipeline.log.feedback_of(record.id)
+    checked = anomalous if confirmed is None else bool(confirmed.get("label"))
+    notice = ""
+    if confirmed is not None:
+        notice = (
+            f'<p class="confirmed" id="confirmation">Confirmado como '
+            f"<strong>{VERDICT_PT[bool(confirmed.get('label'))]}</strong>.</p>"
+        )
+    body = (
+        f"<h1>Batimento <code>{record.id}</code></h1>"
+        f"<p>{record.created_at:%Y-%m-%d %H:%M:%S} UTC · modelo <code>"
+        f"{escape(record.model_tag)}</code></p>"
+        f'<h2 id="verdict" class="{"anomalous" if anomalous else "normal"}">'
+        f"Veredito do modelo: {VERDICT_PT[anomalous]}</h2>"
+        f'<p>MAE <strong id="mae">{outputs["mae"]:.4f}</strong> · limiar '
+        f'<span id="threshold">{outputs["threshold"]:.4f}</span></p>'
+        f"{beat_plot_svg(record.inputs['beat'], outputs['reconstruction'])}{notice}"
+        f'<form method="post" action="/review/{record.id}" id="confirm-form">'
+        f'<label><span><input type="checkbox" name="anomalous" id="anomalous"'
+        f"{' checked' if checked else ''}> anômalo</span></label>"
+        '<label>Revisor(a) <input name="reviewer" id="reviewer" maxlength="128"></label>'
+        '<button type="submit" id="confirm">Confirmar</button></form>'
+    )
+    return _page(gateway, body)
+
+
+async def confirm_beat(request: Request, gateway: Gateway, request_id: str) -> Response:
+    pipeline = gateway.ready_pipeline
+    prediction_id = request.path_params["prediction_id"]
+    form = await request.form()
+    label = 1 if form.get("anomalous") == "on" else 0
+    reviewer = str(form.get("reviewer", "")).strip()[:128] or None  # as in POST /feedback
+    try:
+        pipeline.log.add_feedback(pipeline.model.name, prediction_id, {"label": label}, reviewer)
+    except UnknownPrediction:
+        raise ServiceError(404, "unknown_prediction", "no such prediction id") from None
+    return RedirectResponse(f"/review/{prediction_id}", status_code=303)
+
+
+REVIEW_ROUTES = [
+    ExtraRoute(path="/review", handler=list_beats, methods=["GET"], transport=TRANSPORT),
+    ExtraRoute(
+        path="/review/{prediction_id}", handler=show_beat, methods=["GET"], transport=TRANSPORT
+    ),
+    ExtraRoute(
+        path="/review/{prediction_id}", handler=confirm_beat, methods=["POST"], transport=TRANSPORT
+    ),
+]
