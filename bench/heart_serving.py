@@ -57,6 +57,7 @@ TOLERANCE = 1e-9
 MEDSERVE = "medserve"
 MLSERVER = "MLServer"
 SERVICE_TARGET = "bentos.heart_risk:HeartRisk"
+HEART_MODEL_ENV = "MEDSERVE_HEART_RISK_MODEL_TAG"
 SKLEARN = "sklearn runtime"
 SCORER = "compiled scorer"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -223,16 +224,19 @@ def serve_medserve(
     workdir: Path,
     timeout_s: float = 180.0,
     grpc_port: int | None = None,
+    target: str = SERVICE_TARGET,
+    model_env: str = HEART_MODEL_ENV,
 ) -> Iterator[tuple[str, int]]:
-    """Run `bentoml serve` of the heart service in its own process group; yield (URL, pid).
+    """Run `bentoml serve` of `target` (default: the heart service) in its own process group,
+    with model `tag` in the env var `model_env`; yield (URL, pid) once /readyz answers 200.
 
     Its OIP gRPC server listens on 127.0.0.1:`grpc_port` (a free port when None).
     """
     port = free_port()
     env = dict(os.environ)
-    env |= {"MEDSERVE_HEART_RISK_MODEL_TAG": tag, "MEDSERVE_WORKERS": str(workers)}
+    env |= {model_env: tag, "MEDSERVE_WORKERS": str(workers)}
     env |= {"MEDSERVE_GRPC_HOST": "127.0.0.1", "MEDSERVE_GRPC_PORT": str(grpc_port or free_port())}
-    cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE_TARGET]
+    cmd = [sys.executable, "-m", "bentoml", "serve", target]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "medserve.log"
@@ -370,8 +374,8 @@ def measure(
 # --------------------------------------------------------------------------- reporting
 
 
-def host_lines(mlserver_exe: Path, load: tuple[float, ...]) -> list[str]:
-    """Date, machine and main versions as markdown bullet lines."""
+def machine_line(load: tuple[float, ...]) -> str:
+    """One markdown bullet: cores available, CPU model, RAM and the load average at start."""
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -385,6 +389,15 @@ def host_lines(mlserver_exe: Path, load: tuple[float, ...]) -> list[str]:
         for line in Path("/proc/meminfo").read_text().splitlines()
         if line.startswith("MemTotal:")
     )
+    return (
+        f"- machine: nproc {len(os.sched_getaffinity(0))}, {cpu}, "
+        f"{mem_kb / 2**20:.1f} GiB RAM, load average at start "
+        f"{' '.join(f'{x:.2f}' for x in load)}"
+    )
+
+
+def host_lines(mlserver_exe: Path, load: tuple[float, ...]) -> list[str]:
+    """Date, machine and main versions as markdown bullet lines."""
     probe = "import importlib.metadata as m; print(m.version('mlserver'))"
     venv_python = mlserver_exe.parent / "python"
     mlserver_version = subprocess.run(
@@ -393,9 +406,7 @@ def host_lines(mlserver_exe: Path, load: tuple[float, ...]) -> list[str]:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"- date: {now}",
-        f"- machine: nproc {len(os.sched_getaffinity(0))}, {cpu}, "
-        f"{mem_kb / 2**20:.1f} GiB RAM, load average at start "
-        f"{' '.join(f'{x:.2f}' for x in load)}",
+        machine_line(load),
         f"- versions: Python {platform.python_version()}, "
         f"bentoml {importlib.metadata.version('bentoml')}, mlserver {mlserver_version}, "
         f"scikit-learn {importlib.metadata.version('scikit-learn')}",

@@ -41,8 +41,10 @@ def test_generation_is_deterministic_with_exact_counts(beats) -> None:
     again = generate(SMALL, workers=2)  # the worker count does not change the result
     assert np.array_equal(beats.beats, again.beats)
     assert np.array_equal(beats.label, again.label)
-    other = generate(SMALL.model_copy(update={"seed": 22}), workers=1)
-    assert not np.array_equal(beats.beats[:50], other.beats[:50])
+    tiny = SyntheticEcgConfig(normal_beats=20, abnormal_beats_per_class=0)
+    other = generate(tiny.model_copy(update={"seed": 22}), workers=1)
+    assert np.array_equal(generate(tiny, workers=1).beats, beats.beats[:20])  # same normal strips
+    assert not np.array_equal(beats.beats[:20], other.beats)
     assert beats.beats.shape == (150 + 30 * len(ABNORMAL_CLASSES), BEAT_SAMPLES)
     assert np.isfinite(beats.beats).all()
     assert int((beats.label == NORMAL).sum()) == 150
@@ -118,11 +120,29 @@ def test_segmented_beats_put_r_at_the_same_sample_and_give_the_heart_rate() -> N
     assert 50 < segmented.heart_rate_bpm < 115  # the generator's normal range
 
 
+def test_heart_rate_matches_the_simulated_rate() -> None:
+    strip = nk.ecg_simulate(
+        duration=20, sampling_rate=250, heart_rate=72, heart_rate_std=1, random_state=4
+    )
+    assert abs(segment_beats(strip, 250).heart_rate_bpm - 72) < 5
+
+
+def test_cutting_a_strip_mid_qrs_leaves_the_other_beats_alone() -> None:
+    strip = simulate_strip(NORMAL, "", 12, 250, seed=5)
+    whole = segment_beats(strip, 250)
+    cut = segment_beats(strip[: whole.r_peaks[-1] + 1], 250)  # ends on an R peak
+    shared = np.isin(whole.r_peaks, cut.r_peaks[:-1])
+    assert shared.sum() >= 5
+    kept = np.isin(cut.r_peaks, whole.r_peaks[shared])
+    assert np.abs(whole.beats[shared] - cut.beats[kept]).max() < 0.02  # mV
+
+
 @pytest.mark.parametrize(
     ("make", "code"),
     [
         (lambda: np.full(2500, np.nan), "not_finite"),
         (lambda: np.zeros(250 * 2), "too_short"),
+        (lambda: np.zeros(250 * 121), "too_long"),
         (lambda: np.full(2500, 0.3), "flat_signal"),
         (lambda: 0.001 * np.random.default_rng(0).standard_normal(2500), "flat_signal"),
     ],
@@ -168,6 +188,10 @@ def test_ecg5000_loader_reads_the_ucr_format(tmp_path: Path) -> None:
     )
     beats = load_ecg5000(path)
     assert np.allclose(beats.beats, rows, atol=1e-6)
+    assert beats.record.tolist() == [0, 1, 2, 3, 4]
+    comma = tmp_path / "comma.csv"
+    comma.write_text(",".join(["3"] + [f"{v:.6f}" for v in rows[0]]) + "\n")
+    assert load_ecg5000(comma).label.tolist() == ["pvc"]
     assert beats.label.tolist() == [
         NORMAL,
         "r_on_t_pvc",

@@ -79,7 +79,8 @@ class EcgAnomalyModel(ServedModel):
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         reconstruction, mae = self.scorer.score(rows)
-        return np.column_stack([mae, reconstruction])
+        # float64 rows: rounded float32 values would print as 0.030150000005960464 in JSON.
+        return np.column_stack([mae, reconstruction]).astype(np.float64)
 
     def postprocess(self, output: np.ndarray, prediction_id: str) -> BeatScore:
         mae = float(output[0])

@@ -12,9 +12,9 @@ from medserve.ecg.beats import BEAT_SAMPLES
 # large is a unit mistake (microvolts) or garbage, and min-max scaling would make it meaningless.
 MAX_ABS_SAMPLE = 100.0
 
-# JSON integers are fine as samples (strict=False); NaN and infinities are not.
+# Strict floats still take JSON integers; booleans, strings, NaN and infinities are refused.
 Sample = Annotated[
-    float, Field(strict=False, allow_inf_nan=False, ge=-MAX_ABS_SAMPLE, le=MAX_ABS_SAMPLE)
+    float, Field(strict=True, allow_inf_nan=False, ge=-MAX_ABS_SAMPLE, le=MAX_ABS_SAMPLE)
 ]
 
 
@@ -44,7 +44,7 @@ class StripRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     values: list[Sample] = Field(description="Samples in mV, one lead.", min_length=1)
-    sampling_rate_hz: float = Field(ge=100, le=1000, strict=False)
+    sampling_rate_hz: float = Field(ge=100, le=1000)
     include_reconstructions: bool = False
 
 

@@ -22,12 +22,13 @@ R_PEAK_SAMPLE = round(PRE_R_FRACTION * BEAT_SAMPLES)  # 42: where R sits in ever
 FLAT_PTP_MV = 0.05  # a cleaned strip spanning less than this has no visible QRS
 MIN_HEART_RATE_BPM = 25.0
 MAX_HEART_RATE_BPM = 250.0
-# Real beats repeat: a beat correlates with the mean of the strip's other beats at >= 0.86 in the
+# Real beats repeat: a beat correlates with the mean of the strip's other beats at >= 0.83 in the
 # noisiest synthetic class and about 0.67 in bigeminy with wide inverted PVCs. Beats cut around
 # noise-triggered "peaks" (white, Laplace, pink, brown and modulated EMG noise, 3-60 s strips at
-# 100-1000 Hz) scored 0.2 in the median and 0.44 at the 99th percentile; 3 strips in 800 passed.
-# RR irregularity cannot make this call: noise-triggered RR intervals vary by 16-60 %, atrial
-# fibrillation by 15-35 %, and bigeminy alternates short and long intervals.
+# 100-1000 Hz) scored 0.2 in the median and 0.46 at the 99th percentile: 3 strips in 800 passed,
+# and 5 in 160 of random spikes (electrode pops) did. RR irregularity cannot make this call:
+# noise-triggered RR intervals vary by 16-60 %, atrial fibrillation by 15-35 %, and bigeminy
+# alternates short and long intervals.
 MIN_BEAT_SIMILARITY = 0.5
 
 # Band edges as (stop, pass) in Hz, with raised-cosine transitions between them: a smooth mask
@@ -204,7 +205,9 @@ def _find_r_peaks(cleaned: np.ndarray, sampling_rate: float) -> np.ndarray:
     for start, end in zip(starts[keep], ends[keep], strict=True):
         first = max(start - lead, 0)
         peak = int(first + np.argmax(cleaned[first:end]))
-        if not peaks or peak - peaks[-1] > refractory:
+        # A maximum on the strip's first or last sample belongs to a complex cut by the edge.
+        on_edge = peak in (0, len(cleaned) - 1)
+        if not on_edge and (not peaks or peak - peaks[-1] > refractory):
             peaks.append(peak)
     return np.asarray(peaks, dtype=np.int64)
 
@@ -229,13 +232,15 @@ def _band_pass(
     """Zero-phase FFT band-pass with raised-cosine transitions given as (stop, pass) in Hz."""
     values = np.asarray(signal, dtype=np.float64)
     n = len(values)
-    # Removing the straight line through the strip and padding with an odd reflection keeps the
-    # ends continuous in value and slope, so the circular FFT sees no step at the edges.
-    trend = np.linspace(values[0], values[-1], n)
-    detrended = values - trend
+    # A least-squares line is removed first (a line through the end samples would absorb
+    # whatever wave the strip ends on), then each end is mirrored: the padding continues the
+    # strip's level without a step, whatever wave the strip ends on.
+    time = np.arange(n) - (n - 1) / 2.0
+    slope = float(time @ values) / max(float(time @ time), 1.0)
+    detrended = values - values.mean() - slope * time
     pad = min(n - 1, round(_PAD_SECONDS * sampling_rate))
-    left = -detrended[pad:0:-1]
-    right = -detrended[-2 : -pad - 2 : -1]
+    left = detrended[pad:0:-1]
+    right = detrended[-2 : -pad - 2 : -1]
     # The far ends of the padding fade to zero, hiding the jump where the FFT wraps around.
     fade = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, pad))
     padded = np.concatenate([left * fade, detrended, right * fade[::-1]])
@@ -247,7 +252,7 @@ def _band_pass(
     frequencies = np.fft.rfftfreq(n_fft, d=1.0 / sampling_rate)
     mask = _ramp(frequencies, *low_edge) * _ramp(frequencies, *high_edge)
     filtered = np.fft.irfft(spectrum * mask, n=n_fft)
-    # The trend is a ramp whose content lies below the pass band, so it is not added back.
+    # The removed line lies below the pass band, so it is not added back.
     return filtered[pad : pad + n]
 
 

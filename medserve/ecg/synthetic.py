@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from medserve.ecg.beats import NORMAL, BeatSet
 from medserve.ecg.signal import StripError, detect_r_peaks, segment_beats
 
-GENERATOR_VERSION = 1  # bump whenever the generated beats change for the same config
+# Part of the cache key: bump whenever the beats for a given config change, including changes
+# to the cleaning or segmentation in medserve.ecg.signal.
+GENERATOR_VERSION = 2
 
 Severity = Literal["mild", "moderate", "severe"]
 SEVERITIES: tuple[Severity, ...] = ("mild", "moderate", "severe")

@@ -226,11 +226,14 @@ class Gateway:
             raise self.to_service_error(exc, prefix) from None
 
     def to_service_error(self, exc: ValidationError, prefix: str = "") -> ServiceError:
-        kinds = {err["type"] for err in exc.errors()}
-        if "json_invalid" in kinds:
+        if "json_invalid" in {err["type"] for err in exc.errors()}:
             return ServiceError(400, "malformed_json", "the body is not valid JSON")
         pipeline = self.ready_pipeline
-        if "too_long" in kinds:
+        # Too many instances, not an instance that is too long (an ECG beat of 141 samples).
+        if any(
+            err["type"] == "too_long" and tuple(err["loc"]) == (pipeline.model.instances_key,)
+            for err in exc.errors()
+        ):
             limit = pipeline.settings.max_instances_per_request
             return ServiceError(
                 413,

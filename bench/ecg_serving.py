@@ -1,0 +1,601 @@
+"""ECG anomaly service under concurrent load vs the raw Keras autoencoder in-process, one run.
+
+Usage: ``uv run python -m bench.ecg_serving [--quick] [--duration 10] [--connections 16 64]
+[--beats-per-request 1 16] [--workers 2] [--raw-seconds 1] [--out FILE] [--keep]``.
+
+One run trains the ECG model (``training.ecg_anomaly.train``; ``--quick``: a small model for
+smoke runs) into a throw-away MEDSERVE_HOME/BENTOML_HOME, then, never both at once:
+
+1. times the stored ``autoencoder.keras`` in this process (TensorFlow backend) on normalised
+   batches of 16 to 1024 beats: ``model(x, training=False)`` and ``model.predict_on_batch(x)``,
+   and for reference the NumPy ``BeatScorer`` the service really runs (raw beats in);
+2. starts ``bentoml serve bentos.ecg_anomaly:EcgAnomaly`` (cold start = process start until
+   ``/readyz`` answers 200), checks one answer per request size against the NumPy scorer, and
+   drives ``POST /predict`` with wrk per beats-per-request and connection count; the service's
+   own metrics give the mean adaptive batch; then the workers' resident memory.
+
+The report compares service beats/s (req/s x beats per request) with the best raw Keras beats/s
+(target: >= 50 % at 64 clients with zero errors), worker RSS (target < 1 GiB) and cold start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.heart_serving import (
+    JSON,
+    MEDSERVE,
+    WARMUP_S,
+    Measurement,
+    ProcessRss,
+    ServerConfig,
+    isolate_homes,
+    machine_line,
+    memory,
+    post_json,
+    publish,
+    rss_table,
+    serve_medserve,
+)
+from bench.loadgen import LoadResult, markdown_table, run_wrk, warmup, wrk_version
+from medserve.catalogue import SERVICES
+
+MODEL = "ecg_anomaly"
+TARGET = SERVICES[MODEL].target
+MODEL_ENV = "MEDSERVE_ECG_ANOMALY_MODEL_TAG"
+RAW_BATCHES = (16, 64, 256, 1024)
+QUICK = {"normal_beats": 600, "abnormal_beats_per_class": 90, "epochs": 5}
+ABNORMAL_EVERY = 4  # every 4th beat of a request body is abnormal (25 %)
+WIRE_DECIMALS = 5  # beats go over the wire rounded to 10 nV (mV units), like the answers
+MAE_TOLERANCE = 1e-4
+RATIO_TARGET = 0.5  # service beats/s at 64 clients / best raw Keras beats/s
+TARGET_CLIENTS = 64
+RSS_TARGET_MIB = 1024.0  # per worker
+KERAS_CALL = "Keras `model(x, training=False)`"
+KERAS_PREDICT = "Keras `predict_on_batch(x)`"
+NUMPY_SCORER = "NumPy `BeatScorer.score` (raw beats, as served)"
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """The trained model and the test beats request bodies are made of."""
+
+    tag: str
+    folder: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    data_s: float
+    train_s: float
+    normal: np.ndarray  # test-split normal beats, float32 [n, 140]
+    abnormal: np.ndarray  # test-split abnormal beats, shuffled over the classes
+    scorer: Any  # medserve.ecg.autoencoder.BeatScorer
+
+
+@dataclass(frozen=True, slots=True)
+class RawResult:
+    """One in-process runner timed on one batch size."""
+
+    runner: str
+    batch: int
+    calls: int
+    mean_ms: float
+    p99_ms: float
+    beats_per_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRun:
+    """One wrk run and the service's adaptive batches during it."""
+
+    beats_per_request: int
+    load: LoadResult
+    mean_batch: float
+    inference_ms: float
+
+    @property
+    def beats_per_s(self) -> float:
+        return self.load.rps * self.beats_per_request
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceResult:
+    """Cold start, checks, load runs and memory of one `bentoml serve`."""
+
+    cold_start_s: float
+    first_predict_ms: float
+    checks: list[str]
+    bodies: dict[int, int]  # beats per request -> body bytes
+    runs: list[ServiceRun]
+    rss: list[ProcessRss]
+    load_average: float
+
+
+# --------------------------------------------------------------------------- model and beats
+
+
+def train_config(quick: bool) -> Any:
+    """The training config: the defaults (full size), or the small `QUICK` one."""
+    from training.ecg_anomaly import EcgTrainConfig
+
+    return EcgTrainConfig(**QUICK) if quick else EcgTrainConfig()
+
+
+def prepare_model(quick: bool) -> Setup:
+    """Generate the synthetic beats, train and store the model; keep its test beats."""
+    from medserve.ecg.autoencoder import BeatScorer
+    from medserve.model_store import model_folder
+    from training.ecg_anomaly import split_by_record, train, training_beats
+
+    config = train_config(quick)
+    started = time.perf_counter()
+    beats = training_beats(config)  # cached: train() reads the same beats again
+    data_s = time.perf_counter() - started
+    started = time.perf_counter()
+    result = train(config)
+    train_s = time.perf_counter() - started
+    folder = model_folder(result.tag)
+    _, test = split_by_record(beats, config.test_size, config.seed)
+    abnormal = test.beats[test.is_anomalous]
+    abnormal = abnormal[np.random.default_rng(0).permutation(len(abnormal))]
+    return Setup(
+        tag=result.tag,
+        folder=folder,
+        config=config.model_dump(mode="json", exclude_none=True),
+        metrics=result.metrics,
+        data_s=data_s,
+        train_s=train_s,
+        normal=test.beats[~test.is_anomalous],
+        abnormal=abnormal,
+        scorer=BeatScorer.load(folder),
+    )
+
+
+def beats_for(setup: Setup, n: int) -> np.ndarray:
+    """`n` test beats [n, 140], every ABNORMAL_EVERY-th one abnormal, as sent on the wire."""
+    rows, normal, abnormal = [], 0, 0
+    for i in range(n):
+        if i % ABNORMAL_EVERY == ABNORMAL_EVERY - 1:
+            rows.append(setup.abnormal[abnormal % len(setup.abnormal)])
+            abnormal += 1
+        else:
+            rows.append(setup.normal[normal % len(setup.normal)])
+            normal += 1
+    return np.round(np.asarray(rows, dtype=np.float64), WIRE_DECIMALS).astype(np.float32)
+
+
+def request_body(beats: np.ndarray) -> bytes:
+    """The `/predict` body for `beats` (from `beats_for`: parsing it gives `beats` back)."""
+    rounded = np.round(beats.astype(np.float64), WIRE_DECIMALS)
+    return json.dumps({"beats": rounded.tolist()}).encode()
+
+
+# --------------------------------------------------------------------------- raw model
+
+
+def time_calls(fn: Callable[[np.ndarray], Any], x: np.ndarray, seconds: float) -> RawResult:
+    """Time `fn(x)` call by call for about `seconds` after a short warm-up (runner unset)."""
+    for _ in range(10):
+        fn(x)
+    durations: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        began = time.perf_counter()
+        fn(x)
+        durations.append(time.perf_counter() - began)
+    elapsed = time.perf_counter() - start
+    ms = np.asarray(durations) * 1e3
+    return RawResult(
+        runner="",
+        batch=len(x),
+        calls=len(durations),
+        mean_ms=float(ms.mean()),
+        p99_ms=float(np.percentile(ms, 99)),
+        beats_per_s=len(x) * len(durations) / elapsed,
+    )
+
+
+def measure_raw(setup: Setup, seconds: float) -> tuple[list[RawResult], str]:
+    """Keras (both call styles) and the NumPy scorer per batch size; a Keras-vs-NumPy check."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from medserve.ecg.model import KERAS_FILE
+
+    model = keras.models.load_model(setup.folder / KERAS_FILE, compile=False)
+    params = setup.scorer.params
+
+    def call(x: np.ndarray) -> np.ndarray:
+        return np.asarray(model(x, training=False))
+
+    runners: dict[str, tuple[Callable[[np.ndarray], Any], bool]] = {
+        KERAS_CALL: (call, True),
+        KERAS_PREDICT: (model.predict_on_batch, True),
+        NUMPY_SCORER: (setup.scorer.score, False),
+    }
+    results = []
+    for batch in RAW_BATCHES:
+        beats = beats_for(setup, batch)
+        normalised = params.normalise(beats)
+        for runner, (fn, wants_normalised) in runners.items():
+            timed = time_calls(fn, normalised if wants_normalised else beats, seconds)
+            results.append(dataclasses.replace(timed, runner=runner))
+            print(
+                f"   {runner} batch {batch}: {results[-1].beats_per_s:,.0f} beats/s "
+                f"({timed.mean_ms:.3f} ms/call)",
+                flush=True,
+            )
+    normalised = params.normalise(beats_for(setup, max(RAW_BATCHES)))
+    gap = float(np.max(np.abs(call(normalised) - setup.scorer.reconstruct(normalised))))
+    check = (
+        f"{'OK ' if gap <= MAE_TOLERANCE else 'FAIL'} Keras vs NumPy reconstruction of "
+        f"{max(RAW_BATCHES)} beats: max|diff| {gap:.2e} (tolerance {MAE_TOLERANCE:g})"
+    )
+    print(check, flush=True)
+    if gap > MAE_TOLERANCE:
+        raise SystemExit(f"correctness check failed: {check}")
+    return results, check
+
+
+# --------------------------------------------------------------------------- service
+
+
+def check_answer(base_url: str, setup: Setup, beats: np.ndarray, body: bytes) -> tuple[str, float]:
+    """POST `body`; its flags and MAEs must equal the NumPy scorer's. (line, latency ms)."""
+    started = time.perf_counter()
+    answer = post_json(f"{base_url}/predict", body)
+    latency_ms = (time.perf_counter() - started) * 1e3
+    predictions = answer["predictions"]
+    _, mae = setup.scorer.score(beats)
+    want_flags = (mae > setup.scorer.params.threshold).tolist()
+    got_mae = np.asarray([p["mae"] for p in predictions], dtype=np.float64)
+    got_flags = [bool(p["anomalous"]) for p in predictions]
+    gap = float(np.max(np.abs(got_mae - mae))) if len(got_mae) == len(mae) else float("inf")
+    ok = (
+        gap <= MAE_TOLERANCE
+        and got_flags == want_flags
+        and all(p["model_tag"] == setup.tag for p in predictions)
+    )
+    line = (
+        f"{'OK ' if ok else 'FAIL'} /predict with {len(beats)} beat(s): {sum(got_flags)} flagged "
+        f"(NumPy scorer: {sum(want_flags)}), max|MAE diff| {gap:.2e} (tolerance "
+        f"{MAE_TOLERANCE:g}), model_tag {predictions[0]['model_tag']}"
+    )
+    print(line, flush=True)
+    if not ok:
+        raise SystemExit(f"correctness check failed: {line}")
+    return line, latency_ms
+
+
+def metric_sum(text: str, sample: str, **labels: str) -> float:
+    """Sum of the Prometheus samples named `sample` whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def batch_totals(base_url: str) -> tuple[float, float, float]:
+    """(batches, rows, inference seconds) the service has counted so far, all workers."""
+    with _OPENER.open(f"{base_url}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    return (
+        metric_sum(text, "medserve_batch_size_count", model=MODEL),
+        metric_sum(text, "medserve_batch_size_sum", model=MODEL),
+        metric_sum(text, "medserve_inference_duration_seconds_sum", model=MODEL),
+    )
+
+
+def load_run(
+    base_url: str, beats_per_request: int, body: bytes, connections: int, duration_s: float
+) -> ServiceRun:
+    """One wrk run against /predict; the mean adaptive batch and model time per batch."""
+    before = batch_totals(base_url)
+    load = run_wrk(f"{base_url}/predict", body, JSON, connections, duration_s)
+    batches, rows, seconds = (a - b for a, b in zip(batch_totals(base_url), before, strict=True))
+    run = ServiceRun(
+        beats_per_request,
+        load,
+        mean_batch=rows / batches if batches else 0.0,
+        inference_ms=seconds / batches * 1e3 if batches else 0.0,
+    )
+    print(
+        f"   {beats_per_request} beat(s)/request, c={connections}: {load.rps:,.0f} req/s = "
+        f"{run.beats_per_s:,.0f} beats/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms, "
+        f"errors {load.errors}, mean batch {run.mean_batch:.1f} beats",
+        flush=True,
+    )
+    return run
+
+
+def measure_service(setup: Setup, args: argparse.Namespace, tmp: Path) -> ServiceResult:
+    """Start the service (timing its cold start), check, load it, read its memory."""
+    load_average = os.getloadavg()[0]
+    print(f"== bentoml serve {TARGET} (1-min load average {load_average:.2f})", flush=True)
+    checks: list[str] = []
+    bodies: dict[int, int] = {}
+    runs: list[ServiceRun] = []
+    started = time.perf_counter()
+    with serve_medserve(
+        setup.tag, args.workers, tmp / "medserve", target=TARGET, model_env=MODEL_ENV
+    ) as (base_url, root_pid):
+        cold_start_s = time.perf_counter() - started
+        print(f"   ready after {cold_start_s:.2f} s", flush=True)
+        first_predict_ms = 0.0
+        for n in args.beats_per_request:
+            beats = beats_for(setup, n)
+            body = request_body(beats)
+            bodies[n] = len(body)
+            line, latency_ms = check_answer(base_url, setup, beats, body)
+            checks.append(line)
+            first_predict_ms = first_predict_ms or latency_ms
+            warmup(f"{base_url}/predict", body, JSON, WARMUP_S)
+            for connections in args.connections:
+                runs.append(load_run(base_url, n, body, connections, args.duration))
+        rss = memory(MEDSERVE, root_pid)
+    return ServiceResult(cold_start_s, first_predict_ms, checks, bodies, runs, rss, load_average)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def best_raw(raw: list[RawResult], batch: int | None = None) -> RawResult:
+    """The Keras result (either call style) with the most beats/s, optionally at one batch."""
+    keras_runs = [r for r in raw if r.runner in (KERAS_CALL, KERAS_PREDICT)]
+    return max(
+        (r for r in keras_runs if batch is None or r.batch == batch), key=lambda r: r.beats_per_s
+    )
+
+
+def raw_table(raw: list[RawResult]) -> str:
+    return markdown_table(
+        [
+            {
+                "runner": r.runner,
+                "batch (beats)": r.batch,
+                "calls": r.calls,
+                "mean ms/call": round(r.mean_ms, 3),
+                "p99 ms/call": round(r.p99_ms, 3),
+                "beats/s": round(r.beats_per_s),
+            }
+            for r in raw
+        ]
+    )
+
+
+def service_table(service: ServiceResult, best: RawResult) -> str:
+    return markdown_table(
+        [
+            {
+                "beats/request": run.beats_per_request,
+                "connections": run.load.connections,
+                "req/s": round(run.load.rps),
+                "beats/s": round(run.beats_per_s),
+                "p50 ms": run.load.p50_ms,
+                "p99 ms": run.load.p99_ms,
+                "errors": run.load.errors,
+                "mean adaptive batch (beats)": round(run.mean_batch, 1),
+                "model ms/batch": round(run.inference_ms, 3),
+                "wrk CPU s": run.load.client_cpu_seconds,
+                "÷ best raw Keras": f"{run.beats_per_s / best.beats_per_s:.1%}",
+            }
+            for run in service.runs
+        ]
+    )
+
+
+def target_rows(service: ServiceResult, raw: list[RawResult], max_batch: int) -> list[dict]:
+    """Per request size, the run at TARGET_CLIENTS (else the most clients) against raw Keras."""
+    best = best_raw(raw)
+    at_max_batch = [r for r in raw if r.batch == max_batch]
+    rows = []
+    for n in dict.fromkeys(run.beats_per_request for run in service.runs):
+        runs = [run for run in service.runs if run.beats_per_request == n]
+        run = next(
+            (r for r in runs if r.load.connections == TARGET_CLIENTS),
+            max(runs, key=lambda r: r.load.connections),
+        )
+        ratio = run.beats_per_s / best.beats_per_s
+        row: dict[str, Any] = {
+            "beats/request": n,
+            "connections": run.load.connections,
+            "service beats/s": round(run.beats_per_s),
+            "service p99 ms": run.load.p99_ms,
+            "errors": run.load.errors,
+            "best raw Keras beats/s": round(best.beats_per_s),
+            "ratio": f"{ratio:.1%}",
+        }
+        if at_max_batch:
+            same = best_raw(raw, max_batch)
+            row[f"ratio vs raw Keras at batch {max_batch}"] = (
+                f"{run.beats_per_s / same.beats_per_s:.1%}"
+            )
+        met = ratio >= RATIO_TARGET and run.load.errors == 0
+        met = met and run.load.connections == TARGET_CLIENTS
+        row[f"target met (>= {RATIO_TARGET:.0%}, 0 errors)"] = "yes" if met else "**no**"
+        rows.append(row)
+    return rows
+
+
+def header_lines(
+    setup: Setup,
+    service: ServiceResult,
+    args: argparse.Namespace,
+    load: tuple[float, ...],
+    settings: Any,
+) -> list[str]:
+    """Date, machine, versions, model, service and load settings as markdown bullets."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    versions = ", ".join(
+        f"{name} {importlib.metadata.version(name)}"
+        for name in ("bentoml", "keras", "tensorflow", "numpy")
+    )
+    c, m = setup.config, setup.metrics
+    headline = ", ".join(
+        f"{k} {m[k]:.4f}"
+        for k in ("roc_auc", "recall", "precision", "f1", "false_positive_rate", "threshold")
+        if isinstance(m.get(k), float)
+    )
+    size = "`--quick`" if args.quick else "full size (`EcgTrainConfig()` defaults)"
+    seconds = max(1, round(args.duration))
+    return [
+        f"- date: {now}",
+        machine_line(load),
+        f"- versions: Python {platform.python_version()}, {versions}; {wrk_version()}",
+        f"- model: {setup.tag}, {size}: {c['normal_beats']} normal synthetic beats + "
+        f"{c['abnormal_beats_per_class']} per abnormal class, {c['epochs']} epochs, batch "
+        f"{c['batch_size']}; beat generation {setup.data_s:.1f} s, training (fit, threshold, "
+        f"evaluation, store) {setup.train_s:.1f} s",
+        f"- test-split metrics: {headline}; n_train {m['n_train']}, n_test {m['n_test']}",
+        f"- raw model: `autoencoder.keras` loaded with keras in this process (TensorFlow "
+        f"backend, {len(os.sched_getaffinity(0))} cores, default thread pools), normalised "
+        f"float32 batches, {args.raw_seconds:g} s per runner and batch size after 10 warm-up "
+        "calls; measured before the service started",
+        f"- service: `bentoml serve {TARGET}`, MEDSERVE_WORKERS={args.workers}, "
+        f"max_batch_size {settings.max_batch_size} beats, max_latency_ms "
+        f"{settings.max_latency_ms}, prediction_log_wait {settings.prediction_log_wait}",
+        f'- requests: `POST /predict` `{{"beats": [[140 floats], ...]}}`, test-split beats, '
+        f"every {ABNORMAL_EVERY}th abnormal, {WIRE_DECIMALS} decimals; body sizes "
+        + ", ".join(f"{n} beat(s) {b:,} B" for n, b in service.bodies.items()),
+        f"- load: wrk, 1 thread, closed loop, keep-alive, {WARMUP_S:g} s warm-up per request "
+        f"size, then {seconds} s per connection count; beats/s = req/s x beats per request; "
+        "errors = non-2xx + socket errors + timeouts; mean adaptive batch and model ms/batch "
+        "from the service's `medserve_batch_size` and `medserve_inference_duration_seconds`",
+    ]
+
+
+def report(
+    header: list[str],
+    raw: list[RawResult],
+    raw_check: str,
+    service: ServiceResult,
+    max_batch: int,
+) -> str:
+    best = best_raw(raw)
+    numpy_best = max((r for r in raw if r.runner == NUMPY_SCORER), key=lambda r: r.beats_per_s)
+    workers = [p for p in service.rss if p.role == "worker"]
+    biggest = max((p.rss_mb for p in workers), default=0.0)
+    rss_met = bool(workers) and biggest < RSS_TARGET_MIB
+    rss = [Measurement(ServerConfig(MEDSERVE, TARGET), [], service.rss, service.load_average)]
+    return "\n".join(
+        [
+            "# ECG anomaly serving: medserve under load vs the raw Keras model",
+            "",
+            *header,
+            "",
+            "## Correctness checks (before measuring)",
+            "",
+            f"- `{raw_check}`",
+            *(f"- `{line}`" for line in service.checks),
+            "",
+            "## Raw model in this process (no server running)",
+            "",
+            raw_table(raw),
+            "",
+            f"Best raw Keras: {best.beats_per_s:,.0f} beats/s ({best.runner}, batch "
+            f"{best.batch}). Best NumPy scorer (what each worker runs): "
+            f"{numpy_best.beats_per_s:,.0f} beats/s (batch {numpy_best.batch}).",
+            "",
+            "## Service under load",
+            "",
+            f"1-min load average when the service started: {service.load_average:.2f}.",
+            "",
+            service_table(service, best),
+            "",
+            f"## Target: service beats/s at {TARGET_CLIENTS} clients >= {RATIO_TARGET:.0%} of "
+            "the best raw Keras beats/s, zero errors",
+            "",
+            markdown_table(target_rows(service, raw, max_batch)),
+            "",
+            "## Worker memory after the load",
+            "",
+            rss_table(rss),
+            "",
+            f"Largest worker: {biggest:.0f} MiB; target < {RSS_TARGET_MIB:.0f} MiB per worker: "
+            f"{'met' if rss_met else '**not met**'}.",
+            "",
+            "## Cold start",
+            "",
+            f"- process start to the first 200 from `/readyz`: {service.cold_start_s:.2f} s "
+            "(polled every 0.25 s; the first worker that is ready answers)",
+            f"- first `/predict` after that ({next(iter(service.bodies), 0)} beat(s)): "
+            f"{service.first_predict_ms:.1f} ms",
+            "",
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small model, for smoke runs")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--beats-per-request", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--workers", type=int, default=2, help="MEDSERVE_WORKERS")
+    parser.add_argument(
+        "--raw-seconds", type=float, default=1.0, help="seconds per raw runner and batch size"
+    )
+    parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, homes)")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> str:
+    """The whole benchmark inside the temp dir `tmp`; return the markdown report."""
+    load = os.getloadavg()
+    isolate_homes(tmp)
+    from medserve.settings import get_settings
+
+    print(f"training the ECG model into {tmp} ...", flush=True)
+    setup = prepare_model(args.quick)
+    print(
+        f"   {setup.tag}: beats {setup.data_s:.1f} s, training {setup.train_s:.1f} s, "
+        f"roc_auc {setup.metrics['roc_auc']:.4f}",
+        flush=True,
+    )
+    print(f"== raw model in-process (1-min load average {os.getloadavg()[0]:.2f})", flush=True)
+    raw, raw_check = measure_raw(setup, args.raw_seconds)
+    service = measure_service(setup, args, tmp)
+    settings = get_settings()
+    header = header_lines(setup, service, args, load, settings)
+    return report(header, raw, raw_check, service, settings.max_batch_size)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="ecg-serving-bench-"))
+    try:
+        text = run(args, tmp)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    publish(text, args.out)
+
+
+if __name__ == "__main__":
+    main()
