@@ -11,7 +11,7 @@ import pytest
 from medserve import model_store
 from medserve.heart.data import load_kaggle
 from medserve.heart.model import PIPELINE_FILE, HeartRiskModel
-from medserve.prediction_log import LabelledExample
+from medserve.prediction_log import LabelledExample, utcnow
 from tests.heart_samples import dataset_patients
 from training.heart_risk import HeartTrainConfig, feedback_frame, train
 
@@ -57,7 +57,7 @@ def test_compiled_scorer_equals_the_sklearn_pipeline(heart_tag: str) -> None:
 
 def test_feedback_rows_join_the_training_part(heart_tag: str) -> None:
     examples = [
-        LabelledExample(prediction_id=str(i), inputs=p, outcome={"label": 1})
+        LabelledExample(prediction_id=str(i), created_at=utcnow(), inputs=p, outcome={"label": 1})
         for i, p in enumerate(dataset_patients()[:7])
     ]
     frame = feedback_frame(examples)
