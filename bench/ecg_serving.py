@@ -27,8 +27,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -52,6 +50,7 @@ from bench.heart_serving import (
     publish,
     rss_table,
     serve_medserve,
+    temp_dir,
 )
 from bench.loadgen import LoadResult, markdown_table, run_wrk, warmup, wrk_version
 from medserve.catalogue import SERVICES
@@ -586,14 +585,8 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="ecg-serving-bench-"))
-    try:
+    with temp_dir("ecg-serving-bench-", args.keep) as tmp:
         text = run(args, tmp)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
     publish(text, args.out)
 
 

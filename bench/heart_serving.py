@@ -615,16 +615,23 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
     return report(header, checks, measurements, ours)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="heart-serving-bench-"))
+@contextmanager
+def temp_dir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A fresh temp dir for one benchmark run, removed at the end unless `keep`."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        text = run(args, tmp)
+        yield tmp
     finally:
-        if args.keep:
+        if keep:
             print(f"kept {tmp}", flush=True)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with temp_dir("heart-serving-bench-", args.keep) as tmp:
+        text = run(args, tmp)
     publish(text, args.out)
 
 

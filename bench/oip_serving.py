@@ -18,12 +18,10 @@ import argparse
 import dataclasses
 import importlib.metadata
 import os
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +56,7 @@ from bench.heart_serving import (
     rss_table,
     serve_medserve,
     serve_mlserver_pid,
+    temp_dir,
 )
 from bench.loadgen import LoadResult, markdown_table, run_wrk, warmup, wrk_version
 from bench.mlserver_peer import (
@@ -623,22 +622,9 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
     return report(bench, header)
 
 
-@contextmanager
-def temp_dir(keep: bool) -> Iterator[Path]:
-    """A fresh temp dir, removed at the end unless `keep`."""
-    tmp = Path(tempfile.mkdtemp(prefix="oip-serving-bench-"))
-    try:
-        yield tmp
-    finally:
-        if keep:
-            print(f"kept {tmp}", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with temp_dir(args.keep) as tmp:
+    with temp_dir("oip-serving-bench-", args.keep) as tmp:
         text = run(args, tmp)
     publish(text, args.out)
 

@@ -101,7 +101,10 @@ def calibrate(
     from training.ecg_anomaly import calibrate as calibrate_threshold
     from training.ecg_anomaly import read_beats_file
 
-    beats = read_beats_file(normal_beats)
+    try:
+        beats = read_beats_file(normal_beats)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--normal-beats") from None
     result = calibrate_threshold(f"{model}:{tag}", beats, k)
     console.print(
         f"[green]calibrated[/] {result.tag} from {result.calibrated_from} on {result.beats} beats: "

@@ -547,6 +547,14 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def metric_value(text: str, series: str) -> float:
+    """The value of one exposition-format series (`name{labels}` exactly as exported)."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} not exported")
+
+
 @contextlib.contextmanager
 def medserve_service(
     target: str, workdir: Path, env: dict[str, str], timeout_s: float = 120

@@ -15,7 +15,9 @@ from medserve import model_store
 from medserve.ecg.autoencoder import BeatScorer
 from medserve.ecg.beats import BEAT_SAMPLES, NORMAL, BeatSet
 from medserve.ecg.synthetic import SyntheticEcgConfig, generate, simulate_strip
-from tests.servers import ServiceProcess
+from medserve.prediction_log import PredictionLog
+from medserve.settings import Settings
+from tests.servers import ServiceProcess, metric_value
 
 
 @pytest.fixture(scope="module")
@@ -160,13 +162,6 @@ def test_scored_beats_are_stored_compactly_and_listed(
     assert bad.status_code == 422 and _error(bad)["field"] == "since"
 
 
-def _metric(text: str, series: str) -> float:
-    for line in text.splitlines():
-        if line.startswith((series + " ", series + "{")):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{series} not exported")
-
-
 def test_metrics_show_error_distribution_anomaly_rate_and_beats_per_request(
     ecg_service: ServiceProcess, unseen: BeatSet
 ) -> None:
@@ -174,13 +169,13 @@ def test_metrics_show_error_distribution_anomaly_rate_and_beats_per_request(
         assert predict(ecg_service, _beats(unseen, NORMAL, n=10)).status_code == 200
     text = httpx.get(f"{ecg_service.url}/metrics").text
     model = 'model="ecg_anomaly"'
-    assert _metric(text, f"medserve_prediction_score_count{{{model}}}") >= 60
-    assert _metric(text, f'medserve_prediction_score_bucket{{le="0.05",{model}}}') > 0
-    assert 0 <= _metric(text, f"medserve_positive_rate{{{model}}}") <= 1
-    assert _metric(text, f"medserve_prediction_psi{{{model}}}") >= 0
-    assert _metric(text, f'medserve_feature_psi{{feature="peak_to_peak",{model}}}') >= 0
+    assert metric_value(text, f"medserve_prediction_score_count{{{model}}}") >= 60
+    assert metric_value(text, f'medserve_prediction_score_bucket{{le="0.05",{model}}}') > 0
+    assert 0 <= metric_value(text, f"medserve_positive_rate{{{model}}}") <= 1
+    assert metric_value(text, f"medserve_prediction_psi{{{model}}}") >= 0
+    assert metric_value(text, f'medserve_feature_psi{{feature="peak_to_peak",{model}}}') >= 0
     beats_per_request = 'medserve_instances_per_request_sum{model="ecg_anomaly",transport='
-    assert _metric(text, beats_per_request + '"http_json"}') >= 60
+    assert metric_value(text, beats_per_request + '"http_json"}') >= 60
 
 
 def test_v2_grpc_infer_matches_the_json_api(ecg_service: ServiceProcess, unseen: BeatSet) -> None:
@@ -208,3 +203,26 @@ def test_no_beat_values_in_logs(ecg_service: ServiceProcess) -> None:
     log = ecg_service.log_text()
     assert "request rejected" in log
     assert not re.search(r"0\.12345[78]|7777\.5", log)
+
+
+def test_strip_at_the_amplitude_bound_never_fails_with_500(ecg_service: ServiceProcess) -> None:
+    # A legal strip whose QRS complexes touch +-100 mV: filtering can overshoot the beat bound.
+    values = np.clip(simulate_strip(NORMAL, "", 8, 250, seed=9) * 90, -100, 100)
+    response = strip(ecg_service, values.round(4).tolist())
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 200:
+        assert all(beat["anomalous"] for beat in response.json()["beats"])
+
+
+def test_review_confirmation_must_be_the_form(ecg_service: ServiceProcess, unseen: BeatSet) -> None:
+    (answer,) = predict(ecg_service, _beats(unseen, NORMAL, n=1)).json()["predictions"]
+    url = f"{ecg_service.url}/review/{answer['prediction_id']}"
+    as_json = httpx.post(url, json={"anomalous": "on"})
+    assert as_json.status_code == 415 and _error(as_json)["error"] == "unsupported_media_type"
+    huge = httpx.post(url, data={"anomalous": "on", "reviewer": "x" * 2_000_000})
+    assert huge.status_code == 413
+    log = PredictionLog(Settings(home=ecg_service.log_path.parent).resolved_database_url)
+    assert log.feedback_of(answer["prediction_id"]) is None  # neither call recorded a label
+    form = httpx.post(url, data={"anomalous": "on"}, follow_redirects=False)
+    assert form.status_code == 303
+    assert log.feedback_of(answer["prediction_id"]) == {"label": 1}

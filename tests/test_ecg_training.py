@@ -172,3 +172,15 @@ def test_cli_train_reports_the_tag(tmp_path: Path) -> None:
     assert outcome["tag"] == "ecg_anomaly:from-ray"
     assert outcome["metrics"]["roc_auc"] > 0.5
     assert model_store.has_model("ecg_anomaly:from-ray")
+
+
+def test_calibrate_cli_names_a_bad_beats_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "medserve.cli", "calibrate", "ecg_anomaly", "--normal-beats",
+         str(bad)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, COLUMNS="250"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "rows of 140 values" in result.stderr and "Traceback" not in result.stderr

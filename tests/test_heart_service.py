@@ -14,7 +14,7 @@ from medserve.heart.data import load_kaggle
 from medserve.prediction_log import PredictionLog
 from medserve.settings import Settings
 from tests.heart_samples import VALID_PATIENT, dataset_patients
-from tests.servers import ServiceProcess
+from tests.servers import ServiceProcess, metric_value
 from training.heart_risk import feedback_frame
 from training.registry import TRAINERS
 
@@ -217,16 +217,9 @@ def test_concurrent_requests_are_batched(heart_service: ServiceProcess) -> None:
 
     assert set(asyncio.run(burst())) == {200}
     metrics = httpx.get(f"{heart_service.url}/metrics").text
-    count = _metric(metrics, 'medserve_batch_size_count{model="heart_risk"}')
-    total = _metric(metrics, 'medserve_batch_size_sum{model="heart_risk"}')
+    count = metric_value(metrics, 'medserve_batch_size_count{model="heart_risk"}')
+    total = metric_value(metrics, 'medserve_batch_size_sum{model="heart_risk"}')
     assert total / count > 1.0, (total, count)
-
-
-def _metric(text: str, series: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(series):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{series} not exported")
 
 
 def test_no_patient_values_in_logs(heart_service: ServiceProcess) -> None:

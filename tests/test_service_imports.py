@@ -1,5 +1,5 @@
-"""The heart service's import footprint: every service shares this codebase, so the heart
-workers must not pull in heavy frameworks they do not use."""
+"""Each service's import footprint: every service shares this codebase (and TensorFlow is
+installed for training), so workers must not pull in heavy frameworks they do not use."""
 
 from __future__ import annotations
 
@@ -7,12 +7,18 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from medserve.catalogue import SERVICES
+
 HEAVY = ("tensorflow", "keras", "torch", "sklearn", "scipy", "pandas", "ray")
 
 
-def test_heart_service_imports_no_heavy_framework() -> None:
+@pytest.mark.parametrize("model", sorted(SERVICES))
+def test_service_imports_no_heavy_framework(model: str) -> None:
+    module = SERVICES[model].target.split(":")[0]
     code = (
-        "import json, sys; import bentos.heart_risk; "
+        f"import json, sys; import {module}; "
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     )
     result = subprocess.run(

@@ -18,9 +18,11 @@ from medserve.ecg.settings import get_ecg_settings
 from medserve.prediction_log import PredictionRecord, UnknownPrediction
 from medserve.serving.errors import ServiceError
 from medserve.serving.gateway import ExtraRoute, Gateway
+from medserve.serving.requests import read_body
 
 TRANSPORT = "review"
 FLAGS = {"all": None, "anomalous": 1, "normal": 0}
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 VERDICT_PT = {True: "Anômalo", False: "Normal"}
 
 PAGE = """<!doctype html>
@@ -182,6 +184,11 @@ async def show_beat(request: Request, gateway: Gateway, request_id: str) -> Resp
 async def confirm_beat(request: Request, gateway: Gateway, request_id: str) -> Response:
     pipeline = gateway.ready_pipeline
     prediction_id = request.path_params["prediction_id"]
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in FORM_TYPES:
+        # Without this, a JSON body would read as an unchecked box: a silent "normal" label.
+        raise ServiceError(415, "unsupported_media_type", "send the review form (urlencoded)")
+    await read_body(request, pipeline.settings.max_body_bytes)  # the size limit of every route
     form = await request.form()
     label = 1 if form.get("anomalous") == "on" else 0
     reviewer = str(form.get("reviewer", "")).strip()[:128] or None  # as in POST /feedback
