@@ -113,6 +113,70 @@ def calibrate(
     )
 
 
+@app.command()
+def anonymize(
+    input_uri: Annotated[str, typer.Argument(help="s3://bucket/prefix or a folder of PDFs.")],
+    output_uri: Annotated[str, typer.Argument(help="s3://bucket/prefix or a folder.")],
+    engine: Annotated[str, typer.Option(help="ray (Ray Data) or processpool.")] = "ray",
+    workers: Annotated[
+        int | None, typer.Option(help="CPU workers (default from settings).")
+    ] = None,
+    retry_quarantined: Annotated[
+        bool, typer.Option("--retry-quarantined", help="Try quarantined exams again.")
+    ] = False,
+) -> None:
+    """Anonymise every exam PDF under INPUT_URI into OUTPUT_URI (resumable, idempotent)."""
+    from medserve.anonymize.pipeline import ENGINES, run
+    from medserve.anonymize.settings import PipelineSettings
+
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"engine must be one of {', '.join(ENGINES)}")
+    pipeline = PipelineSettings(**({"workers": workers} if workers else {}))
+    manifest = run(
+        input_uri,
+        output_uri,
+        engine=engine,  # type: ignore[arg-type]
+        retry_quarantined=retry_quarantined,
+        pipeline=pipeline,
+        console=console,
+    )
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(manifest.quarantine_reasons.items()))
+    console.print(
+        f"[green]done[/] {manifest.listed} listed: {manifest.anonymized} anonymised, "
+        f"{manifest.quarantined} quarantined{f' ({reasons})' if reasons else ''}, "
+        f"{manifest.skipped} already done, {manifest.failed} failed; "
+        f"{manifest.files_per_second:.2f} files/s; manifest runs/{manifest.run_ulid}.json"
+    )
+    if not manifest.complete:
+        console.print("[red]incomplete[/]: storage errors left exams unprocessed; run again")
+        raise typer.Exit(1)
+
+
+@app.command("anonymize-file")
+def anonymize_file(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="An exam PDF.")],
+    target: Annotated[Path, typer.Argument(help="The output ZIP; its record goes beside it.")],
+) -> None:
+    """Anonymise one exam PDF into a ZIP (plus TARGET.json); exit 2 if it is quarantined."""
+    from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer
+    from medserve.anonymize.settings import AnonymizerSettings
+
+    result = Anonymizer(AnonymizerSettings()).process(source.read_bytes(), source.name)
+    record_path = target.with_name(target.name + ".json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(result, AnonymizedExam):
+        target.write_bytes(result.zip_bytes)
+        record_path.write_text(result.record.model_dump_json(indent=1))
+        console.print(
+            f"[green]anonymised[/] {target} ({result.record.output_size_bytes} bytes, "
+            f"{result.record.seconds.total:.2f} s, verification passed)"
+        )
+        return
+    record_path.write_text(result.model_dump_json(indent=1))
+    console.print(f"[red]quarantined[/]: {result.reason} ({result.detail}); see {record_path}")
+    raise typer.Exit(2)
+
+
 def _print_urls(entry: ServiceEntry, http_port: int, grpc_port: int) -> None:
     base = f"http://127.0.0.1:{http_port}"
     pages = "".join(f"  page     {base}{page}\n" for page in entry.pages)

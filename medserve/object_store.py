@@ -42,8 +42,10 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
-def s3_client(settings: Settings | None = None) -> Any:
-    """A boto3 S3 client for the configured endpoint, with adaptive retries and backoff."""
+def s3_client(
+    settings: Settings | None = None, max_attempts: int = 8, read_timeout_seconds: float = 60
+) -> Any:
+    """A boto3 S3 client for the configured endpoint, retrying with backoff (adaptive mode)."""
     import boto3  # imported here: services that never touch S3 skip its start-up cost
     from botocore.config import Config
 
@@ -53,8 +55,10 @@ def s3_client(settings: Settings | None = None) -> Any:
         endpoint_url=settings.s3_endpoint_url,
         region_name=settings.s3_region,
         config=Config(
-            retries={"max_attempts": 8, "mode": "adaptive"},
+            retries={"max_attempts": max_attempts, "mode": "adaptive"},
             s3={"addressing_style": "path"},
+            connect_timeout=min(10, read_timeout_seconds),
+            read_timeout=read_timeout_seconds,
         ),
     )
 

@@ -7,8 +7,10 @@ Every test session gets its own MEDSERVE_HOME and BENTOML_HOME (set here, before
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="medserve-tests-"))
@@ -18,7 +20,13 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 import pytest  # noqa: E402
 
-from tests.servers import ServiceProcess, medserve_service  # noqa: E402
+from tests.servers import (  # noqa: E402
+    ServiceProcess,
+    free_port,
+    medserve_service,
+    running_process,
+    wait_for_http,
+)
 
 HEART_TARGET = "bentos.heart_risk:HeartRisk"
 ECG_TARGET = "bentos.ecg_anomaly:EcgAnomaly"
@@ -93,3 +101,35 @@ def ecg_service(ecg_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )
     with medserve_service(ECG_TARGET, home, env) as service:
         yield service
+
+
+@dataclass(frozen=True)
+class RayHead:
+    """A local Ray head: `address` for drivers (RAY_ADDRESS), `dashboard_url` for `ray job`."""
+
+    address: str
+    dashboard_url: str
+
+    def env(self) -> dict[str, str]:
+        """Environment for a driver that should join this head instead of starting a Ray."""
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "disabled"}
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    """One local Ray head (GCS + job server) on loopback for the session's Ray tests."""
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets
+    dashboard, gcs = free_port(), free_port()
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+    cmd = [
+        str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+        f"--port={gcs}", "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+        "--include-dashboard=true", "--num-cpus=2", "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("ray") / "ray-head.log"
+    with running_process(cmd, log, env=env, grace_s=20):
+        url = f"http://127.0.0.1:{dashboard}"
+        wait_for_http(f"{url}/api/version", timeout_s=120)
+        yield RayHead(address=f"127.0.0.1:{gcs}", dashboard_url=url)

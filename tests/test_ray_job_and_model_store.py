@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +14,12 @@ import httpx
 import pytest
 
 from medserve import model_store
-from tests.conftest import HEART_TARGET, service_env
+from tests.conftest import HEART_TARGET, RayHead, service_env
 from tests.heart_samples import VALID_PATIENT
 from tests.servers import (
     S3Server,
-    free_port,
     medserve_service,
-    running_process,
     seaweedfs_s3,
-    wait_for_http,
 )
 
 BUCKET = "medserve-models"
@@ -45,27 +41,7 @@ def s3_env(s3: S3Server) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A local Ray head (GCS + dashboard/job server) on loopback; yields the job-server URL."""
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets
-    dashboard = free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
-    cmd = [
-        str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-        f"--port={free_port()}", "--node-ip-address=127.0.0.1",
-        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-        "--include-dashboard=true", "--num-cpus=2", "--disable-usage-stats",
-        f"--temp-dir={temp_dir}",
-    ]  # fmt: skip
-    log = tmp_path_factory.mktemp("ray") / "ray-head.log"
-    with running_process(cmd, log, env=env, grace_s=20):
-        url = f"http://127.0.0.1:{dashboard}"
-        wait_for_http(f"{url}/api/version", timeout_s=120)
-        yield url
-
-
-def test_ray_job_submit_trains_and_exports_to_s3(ray_head: str, s3: S3Server) -> None:
+def test_ray_job_submit_trains_and_exports_to_s3(ray_head: RayHead, s3: S3Server) -> None:
     before = {m.tag for m in model_store.list_models("heart_risk")}
     runtime_env = {
         "env_vars": {
@@ -78,7 +54,7 @@ def test_ray_job_submit_trains_and_exports_to_s3(ray_head: str, s3: S3Server) ->
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "ray"), "job", "submit",
-            f"--address={ray_head}", f"--runtime-env-json={json.dumps(runtime_env)}",
+            f"--address={ray_head.dashboard_url}", f"--runtime-env-json={json.dumps(runtime_env)}",
             "--", *entrypoint.split(),
         ],
         capture_output=True, text=True, timeout=600,

@@ -1,0 +1,162 @@
+"""Anonymise one ECG exam: bytes in, a verified ZIP and its record out (or a quarantine entry).
+
+Usable without Ray: `Anonymizer(settings).process(data, key)`. The pipeline calls the same thing
+once per exam in every worker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pymupdf
+from ulid import ULID
+
+from medserve.anonymize.archive import zip_single
+from medserve.anonymize.document import build_output, serialise
+from medserve.anonymize.errors import ExamRejected
+from medserve.anonymize.identifiers import Identifiers
+from medserve.anonymize.page_one import PageOneRedactor, reveal_hidden_layers
+from medserve.anonymize.page_two import rasterise
+from medserve.anonymize.records import (
+    ExamRecord,
+    QuarantineRecord,
+    StageSeconds,
+    key_digest,
+    utc_now,
+)
+from medserve.anonymize.settings import AnonymizerSettings
+from medserve.anonymize.verify import Verifier
+
+PDF_MAGIC = b"%PDF-"
+MAGIC_WINDOW_BYTES = 1024  # the PDF spec lets the header start within the first 1 KiB
+_MUPDF_ERRORS = (RuntimeError, ValueError, pymupdf.FileDataError, pymupdf.mupdf.FzErrorBase)
+
+
+@dataclass
+class AnonymizedExam:
+    """A finished exam: the ZIP to store and its record."""
+
+    zip_bytes: bytes
+    record: ExamRecord
+
+
+def quiet_mupdf() -> None:
+    """Keep MuPDF's own warnings off stderr: they can quote fragments of a damaged input."""
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+
+
+class Anonymizer:
+    """Anonymises exams with one set of settings; build once per worker, call per exam."""
+
+    def __init__(self, settings: AnonymizerSettings) -> None:
+        self.settings = settings
+        self.page_one = PageOneRedactor(settings)
+        self.verifier = Verifier(settings)
+        quiet_mupdf()
+
+    def process(self, data: bytes, key: str) -> AnonymizedExam | QuarantineRecord:
+        """Anonymise `data` (the object stored under `key`), or say why it is quarantined.
+
+        Never raises for a bad exam: whatever goes wrong, the exam is quarantined, not output.
+        """
+        try:
+            return self.anonymize(data, key)
+        except ExamRejected as rejection:
+            return self.quarantine(key, len(data), rejection)
+        except Exception as error:  # fail closed: an unforeseen failure never reaches the output
+            rejection = ExamRejected("anonymizer_error", type(error).__name__)
+            return self.quarantine(key, len(data), rejection)
+
+    def quarantine(self, key: str, size: int, rejection: ExamRejected) -> QuarantineRecord:
+        return QuarantineRecord(
+            ulid=str(ULID()),
+            input_key_sha256=key_digest(key),
+            original_size_bytes=size,
+            reason=rejection.code,
+            detail=rejection.detail,
+        )
+
+    def check_size(self, size: int) -> None:
+        """Refuse empty and oversized inputs before reading them."""
+        if size == 0:
+            raise ExamRejected("empty", "zero bytes")
+        if size > self.settings.max_input_bytes:
+            raise ExamRejected("too_large", f"{size} bytes, limit {self.settings.max_input_bytes}")
+
+    def anonymize(self, data: bytes, key: str) -> AnonymizedExam:
+        """Anonymise and verify one exam; raises `ExamRejected` with a reason otherwise."""
+        seconds = StageSeconds()
+        started = time.perf_counter()
+        self.check_size(len(data))
+        source, hidden = self._open(data)
+        with source:
+            seconds.open = time.perf_counter() - started
+            mark = time.perf_counter()
+            identifiers = self._redact_page_one(source, hidden)
+            seconds.page_one = time.perf_counter() - mark
+            raster = rasterise(source[1], self.settings)
+            seconds.render, seconds.encode = raster.render_seconds, raster.encode_seconds
+            mark = time.perf_counter()
+            with build_output(source, raster) as output:
+                pdf = serialise(output)
+            seconds.build = time.perf_counter() - mark
+        mark = time.perf_counter()
+        verification = self.verifier.verify(pdf, identifiers)
+        seconds.verify = time.perf_counter() - mark
+        if not verification.passed:
+            raise ExamRejected("verification_failed", ",".join(verification.failures))
+        mark = time.perf_counter()
+        ulid = str(ULID())
+        created = utc_now()
+        archive = zip_single(f"{ulid}.pdf", pdf, self.settings.zip_level, created)
+        seconds.zip = time.perf_counter() - mark
+        record = ExamRecord(
+            ulid=ulid,
+            input_key_sha256=key_digest(key),
+            created_at=created,
+            original_size_bytes=len(data),
+            pdf_size_bytes=len(pdf),
+            output_size_bytes=len(archive),
+            compression_ratio=round(len(pdf) / len(archive), 4),
+            output_to_input_ratio=round(len(archive) / len(data), 4),
+            dpi=self.settings.dpi,
+            colour_mode=self.settings.colour_mode,
+            jpeg_quality=self.settings.jpeg_quality,
+            page_count=self.settings.page_count,
+            identifiers_removed=len(identifiers),
+            seconds=seconds,
+            verification=verification,
+        )
+        return AnonymizedExam(zip_bytes=archive, record=record)
+
+    def _open(self, data: bytes) -> tuple[pymupdf.Document, list[pymupdf.Rect]]:
+        """The exam opened and checked, with any hidden layers revealed (see page_one)."""
+        if PDF_MAGIC not in data[:MAGIC_WINDOW_BYTES]:
+            raise ExamRejected("not_pdf", "no %PDF- header in the first 1024 bytes")
+        try:
+            document = pymupdf.open("pdf", data)
+        except _MUPDF_ERRORS as error:
+            raise ExamRejected("corrupt", f"cannot be opened ({type(error).__name__})") from None
+        if document.needs_pass or document.is_encrypted:
+            document.close()
+            raise ExamRejected("encrypted", "password-protected PDF")
+        if document.page_count != self.settings.page_count:
+            count = document.page_count
+            document.close()
+            raise ExamRejected(
+                "wrong_page_count", f"{count} pages, expected {self.settings.page_count}"
+            )
+        try:
+            return reveal_hidden_layers(document)
+        except _MUPDF_ERRORS as error:
+            raise ExamRejected("corrupt", f"layers unreadable ({type(error).__name__})") from None
+
+    def _redact_page_one(self, source: pymupdf.Document, hidden: list[pymupdf.Rect]) -> Identifiers:
+        try:
+            return self.page_one.redact(source[0], hidden)
+        except ExamRejected:
+            raise
+        except _MUPDF_ERRORS as error:
+            raise ExamRejected("corrupt", f"page 1 unreadable ({type(error).__name__})") from None

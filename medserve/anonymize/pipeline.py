@@ -1,0 +1,437 @@
+"""The anonymisation run: list exams, shard them over CPU workers, write outputs and a manifest.
+
+Two engines share everything but the scheduling: Ray Data (local Ray, or a cluster via KubeRay) and
+a plain process pool (the source system's design, kept as the baseline the benchmark compares).
+
+Output layout under the output prefix, all named by the SHA-256 of the input key:
+    exams/<sha>.zip         the anonymised PDF, with S3 user metadata
+    records/<sha>.json      its ExamRecord; written last, so its presence means "done"
+    quarantine/<sha>.json   a QuarantineRecord for an exam that did not pass
+    runs/<ulid>.json        one RunManifest per run
+A re-run skips exams with a record (or a quarantine entry unless asked to retry them), so runs are
+idempotent and a crashed run resumes where it stopped; names are deterministic, so nothing is
+duplicated.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+from ulid import ULID
+
+from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer
+from medserve.anonymize.errors import ExamRejected
+from medserve.anonymize.records import StageSeconds, key_digest, utc_now
+from medserve.anonymize.settings import AnonymizerSettings, PipelineSettings
+from medserve.anonymize.storage import ExamStore, StoredObject, open_store
+from medserve.settings import Settings
+
+Engine = Literal["ray", "processpool"]
+Status = Literal["anonymized", "quarantined", "skipped", "failed"]
+
+
+def exam_key(digest: str) -> str:
+    return f"exams/{digest}.zip"
+
+
+def record_key(digest: str) -> str:
+    return f"records/{digest}.json"
+
+
+def quarantine_key(digest: str) -> str:
+    return f"quarantine/{digest}.json"
+
+
+class ExamOutcome(BaseModel):
+    """What happened to one input in this run."""
+
+    input_key_sha256: str
+    status: Status
+    reason: str | None = None
+    input_bytes: int = 0
+    output_bytes: int = 0
+    seconds: StageSeconds | None = None
+
+
+class BlockJob(BaseModel):
+    """A block of exams for one worker, with everything it needs to open the stores itself."""
+
+    input_uri: str
+    output_uri: str
+    retry_quarantined: bool
+    anonymizer: AnonymizerSettings
+    pipeline: PipelineSettings
+    platform: Settings
+    objects: list[tuple[str, int]] = []
+
+
+class RunManifest(BaseModel):
+    """The summary of one run, written to `runs/<ulid>.json` and printed at the end."""
+
+    run_ulid: str
+    engine: Engine
+    workers: int
+    input_uri: str
+    output_uri: str
+    started_at: AwareDatetime
+    finished_at: AwareDatetime
+    listed: int
+    anonymized: int
+    quarantined: int
+    skipped: int
+    failed: int
+    quarantine_reasons: dict[str, int]
+    elapsed_seconds: float
+    files_per_second: float
+    mean_stage_seconds: dict[str, float]
+    anonymizer_settings: dict[str, Any]
+    manifest_written: bool = True
+
+    @property
+    def complete(self) -> bool:
+        """Every listed input is now an output, a quarantine entry, or was done before."""
+        done = self.anonymized + self.quarantined + self.skipped
+        return self.failed == 0 and self.listed == done and self.manifest_written
+
+
+# --------------------------------------------------------------------------- one worker's side
+
+_WORKER_STATE: dict[str, tuple[Anonymizer, ExamStore, ExamStore]] = {}
+
+
+def _worker_state(job: BlockJob) -> tuple[Anonymizer, ExamStore, ExamStore]:
+    """The anonymiser and stores of this worker process, built once per distinct job config."""
+    config = job.model_dump_json(exclude={"objects"})
+    if config not in _WORKER_STATE:
+        source, sink = open_stores(job)
+        _WORKER_STATE[config] = (Anonymizer(job.anonymizer), source, sink)
+    return _WORKER_STATE[config]
+
+
+def open_stores(job: BlockJob) -> tuple[ExamStore, ExamStore]:
+    """The input and output stores of a job, with the pipeline's retry and paging settings."""
+    source, sink = (
+        open_store(
+            uri,
+            job.platform,
+            max_attempts=job.pipeline.s3_max_attempts,
+            read_timeout_seconds=job.pipeline.s3_read_timeout_seconds,
+            page_size=job.pipeline.list_page_size,
+        )
+        for uri in (job.input_uri, job.output_uri)
+    )
+    return source, sink
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError, OSError)
+
+
+def s3_metadata(exam: AnonymizedExam) -> dict[str, str]:
+    """The S3 user metadata stored on each output ZIP (ASCII strings only)."""
+    record = exam.record
+    return {
+        "ulid": record.ulid,
+        "input-key-sha256": record.input_key_sha256,
+        "original-size-bytes": str(record.original_size_bytes),
+        "output-size-bytes": str(record.output_size_bytes),
+        "compression-ratio": f"{record.compression_ratio:.4f}",
+        "dpi": str(record.dpi),
+        "anonymizer-version": record.anonymizer_version,
+        "verification": "passed" if record.verification.passed else "failed",
+    }
+
+
+def process_exam(
+    anonymizer: Anonymizer,
+    source: ExamStore,
+    sink: ExamStore,
+    item: StoredObject,
+    retry_quarantined: bool,
+) -> ExamOutcome:
+    """Anonymise one input unless it is done already; storage errors leave it for a re-run."""
+    digest = key_digest(item.key)
+    try:
+        if sink.exists(record_key(digest)):
+            return ExamOutcome(input_key_sha256=digest, status="skipped", input_bytes=item.size)
+        quarantined_before = sink.exists(quarantine_key(digest))
+        if quarantined_before and not retry_quarantined:
+            return ExamOutcome(input_key_sha256=digest, status="skipped", input_bytes=item.size)
+        try:
+            anonymizer.check_size(item.size)  # before reading: a huge object is never fetched
+            result = anonymizer.process(source.read(item.key), item.key)
+        except ExamRejected as rejection:
+            result = anonymizer.quarantine(item.key, item.size, rejection)
+        if isinstance(result, AnonymizedExam):
+            sink.write(exam_key(digest), result.zip_bytes, s3_metadata(result))
+            sink.write(record_key(digest), result.record.model_dump_json(indent=1).encode())
+            if quarantined_before:
+                sink.delete(quarantine_key(digest))
+            return ExamOutcome(
+                input_key_sha256=digest,
+                status="anonymized",
+                input_bytes=item.size,
+                output_bytes=result.record.output_size_bytes,
+                seconds=result.record.seconds,
+            )
+        sink.write(quarantine_key(digest), result.model_dump_json(indent=1).encode())
+        return ExamOutcome(
+            input_key_sha256=digest,
+            status="quarantined",
+            reason=result.reason,
+            input_bytes=item.size,
+        )
+    except _storage_errors() as error:
+        return ExamOutcome(
+            input_key_sha256=digest,
+            status="failed",
+            reason=type(error).__name__,
+            input_bytes=item.size,
+        )
+
+
+def process_block(job: BlockJob) -> list[ExamOutcome]:
+    """Process a block of exams in this worker (the unit both engines schedule)."""
+    anonymizer, source, sink = _worker_state(job)
+    return [
+        process_exam(anonymizer, source, sink, StoredObject(key, size), job.retry_quarantined)
+        for key, size in job.objects
+    ]
+
+
+# --------------------------------------------------------------------------- scheduling
+
+
+def chunks(items: Iterable[StoredObject], size: int) -> Iterator[list[StoredObject]]:
+    """Consecutive lists of at most `size` items, pulled lazily from `items`."""
+    chunk: list[StoredObject] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _ray_block(batch: dict[str, Any], template: BlockJob) -> dict[str, Any]:
+    import numpy as np
+
+    objects = [(str(k), int(s)) for k, s in zip(batch["key"], batch["size"], strict=True)]
+    outcomes = process_block(template.model_copy(update={"objects": objects}))
+    return {"outcome": np.array([o.model_dump_json() for o in outcomes], dtype=object)}
+
+
+FORWARDED_PREFIXES = ("MEDSERVE_", "AWS_")
+
+
+def forwarded_environment() -> dict[str, str]:
+    """The driver's `MEDSERVE_*` and `AWS_*` variables, for the job's workers.
+
+    On a running cluster workers start from the node's environment, not the driver's; this is
+    what `ray job submit --runtime-env-json` would pass. Under IRSA there are no static keys.
+    """
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
+
+
+def run_ray(template: BlockJob, listing: Iterator[StoredObject]) -> Iterator[ExamOutcome]:
+    """Ray Data: each listing window becomes a dataset mapped in blocks over the CPU workers."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS"),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": forwarded_environment()},
+        )
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours is the progress bar
+    context.print_on_execution_start = False
+    pipeline = template.pipeline
+    for window in chunks(listing, pipeline.listing_window):
+        items = [{"key": item.key, "size": item.size} for item in window]
+        blocks = max(1, math.ceil(len(items) / pipeline.files_per_block))
+        dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+            _ray_block,
+            batch_size=pipeline.files_per_block,
+            fn_kwargs={"template": template},
+            num_cpus=1,
+            # Tasks, not actors: Ray Data retries a task whose worker died (max_retries=-1 by
+            # default), and our per-process cache keeps the set-up cost to once per worker.
+            compute=ray.data.TaskPoolStrategy(size=pipeline.workers),
+        )
+        for row in dataset.iter_rows():
+            yield ExamOutcome.model_validate_json(row["outcome"])
+
+
+def run_process_pool(template: BlockJob, listing: Iterator[StoredObject]) -> Iterator[ExamOutcome]:
+    """A process pool fed a bounded number of blocks ahead, as the source system ran."""
+    pipeline = template.pipeline
+    # forkserver: forking a process that holds boto3/Ray threads is unsafe.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=pipeline.workers, mp_context=context) as pool:
+        pending: set[Future[list[ExamOutcome]]] = set()
+        for block in chunks(listing, pipeline.files_per_block):
+            if len(pending) >= 2 * pipeline.workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+            objects = [(item.key, item.size) for item in block]
+            pending.add(
+                pool.submit(process_block, template.model_copy(update={"objects": objects}))
+            )
+        for future in pending:
+            yield from future.result()
+
+
+ENGINES = {"ray": run_ray, "processpool": run_process_pool}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:.2f} files/s", style="cyan")
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]anonymising"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TextColumn("quarantined {task.fields[quarantined]}, skipped {task.fields[skipped]}"),
+        TextColumn("failed {task.fields[failed]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+    )
+
+
+def _check_locations(input_uri: str, output_uri: str) -> None:
+    a, b = input_uri.rstrip("/") + "/", output_uri.rstrip("/") + "/"
+    if a.startswith(b) or b.startswith(a):
+        raise ValueError("input and output must not contain one another")
+
+
+def run(
+    input_uri: str,
+    output_uri: str,
+    *,
+    engine: Engine = "ray",
+    retry_quarantined: bool = False,
+    anonymizer: AnonymizerSettings | None = None,
+    pipeline: PipelineSettings | None = None,
+    platform: Settings | None = None,
+    console: Console | None = None,
+    progress: bool = True,
+) -> RunManifest:
+    """Anonymise every exam under `input_uri` into `output_uri`; returns the run manifest."""
+    _check_locations(input_uri, output_uri)
+    anonymizer = anonymizer or AnonymizerSettings()
+    pipeline = pipeline or PipelineSettings()
+    platform = platform or Settings()
+    console = console or Console(stderr=True)
+    template = BlockJob(
+        input_uri=input_uri,
+        output_uri=output_uri,
+        retry_quarantined=retry_quarantined,
+        anonymizer=anonymizer,
+        pipeline=pipeline,
+        platform=platform,
+    )
+    source, sink = open_stores(template)
+    started = utc_now()
+    # A counting pass (streamed, nothing kept) gives the progress bar its total and ETA.
+    total = sum(1 for _ in source.list(pipeline.input_suffix))
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    stage_totals: Counter[str] = Counter()
+    with _progress(console, progress) as bar:
+        task = bar.add_task("exams", total=total, quarantined=0, skipped=0, failed=0)
+        outcomes = ENGINES[engine](template, source.list(pipeline.input_suffix))
+        for outcome in outcomes:
+            counts[outcome.status] += 1
+            if outcome.status == "quarantined" and outcome.reason:
+                reasons[outcome.reason] += 1
+            if outcome.seconds is not None:
+                stage_totals.update(outcome.seconds.model_dump())
+            bar.update(
+                task,
+                advance=1,
+                quarantined=counts["quarantined"],
+                skipped=counts["skipped"],
+                failed=counts["failed"],
+            )
+    finished = utc_now()
+    manifest = _manifest(
+        template, engine, started, finished, sum(counts.values()), counts, reasons, stage_totals
+    )
+    try:
+        sink.write(f"runs/{manifest.run_ulid}.json", manifest.model_dump_json(indent=1).encode())
+    except _storage_errors() as error:
+        # The exams' own records are what a re-run relies on; the manifest is a report.
+        console.print(f"[red]run manifest not written[/]: {type(error).__name__}")
+        manifest.manifest_written = False
+    return manifest
+
+
+def _manifest(
+    template: BlockJob,
+    engine: Engine,
+    started: datetime,
+    finished: datetime,
+    listed: int,
+    counts: Counter[str],
+    reasons: Counter[str],
+    stage_totals: Counter[str],
+) -> RunManifest:
+    elapsed = (finished - started).total_seconds()
+    processed = counts["anonymized"] + counts["quarantined"]
+    anonymized = max(1, counts["anonymized"])
+    return RunManifest(
+        run_ulid=str(ULID()),
+        engine=engine,
+        workers=template.pipeline.workers,
+        input_uri=template.input_uri,
+        output_uri=template.output_uri,
+        started_at=started,
+        finished_at=finished,
+        listed=listed,
+        anonymized=counts["anonymized"],
+        quarantined=counts["quarantined"],
+        skipped=counts["skipped"],
+        failed=counts["failed"],
+        quarantine_reasons=dict(reasons),
+        elapsed_seconds=round(elapsed, 3),
+        files_per_second=round(processed / elapsed, 3) if elapsed > 0 else 0.0,
+        mean_stage_seconds={k: round(v / anonymized, 4) for k, v in stage_totals.items()},
+        anonymizer_settings=template.anonymizer.model_dump(mode="json"),
+    )

@@ -1,0 +1,175 @@
+"""The anonymiser library on its own (no Ray, no S3): privacy, fidelity, records, bad inputs."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pymupdf
+import pytest
+from PIL import Image
+
+from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer
+from medserve.anonymize.records import QuarantineRecord, key_digest
+from medserve.anonymize.settings import AnonymizerSettings
+from medserve.anonymize.synthetic import (
+    HIDING_PLACES,
+    PAGE_TWO_SIGNATURE_RECT,
+    PAGE_TWO_STAMP_RECT,
+    generate_exam,
+    write_bad_inputs,
+)
+from tests.anonymize_checks import leaks, pdf_from_zip, plain
+
+# 300 DPI keeps the suite fast; the default 450 DPI path is covered by `test_default_settings...`.
+FAST = AnonymizerSettings(dpi=300)
+
+
+@pytest.fixture(scope="module")
+def anonymizer() -> Anonymizer:
+    return Anonymizer(FAST)
+
+
+def _anonymise(anonymizer: Anonymizer, pdf: bytes, key: str = "exam.pdf") -> AnonymizedExam:
+    result = anonymizer.process(pdf, key)
+    assert isinstance(result, AnonymizedExam), f"quarantined: {result.reason} {result.detail}"
+    return result
+
+
+@pytest.mark.parametrize("place", [None, *HIDING_PLACES])
+def test_no_planted_identifier_survives_any_hiding_place(anonymizer: Anonymizer, place) -> None:
+    exam = generate_exam(
+        seed=100 + (HIDING_PLACES.index(place) if place else 99),
+        hiding_places=[place] if place else [],
+    )
+    # The oracle must see the planted values in the input, or "no leak" would prove nothing.
+    assert leaks(exam.pdf, exam), "the generator planted nothing the checker can find"
+    result = _anonymise(anonymizer, exam.pdf)
+    assert leaks(pdf_from_zip(result.zip_bytes), exam) == []
+
+
+def test_kept_fields_and_report_survive(anonymizer: Anonymizer) -> None:
+    exam = generate_exam(seed=7)
+    pdf = pdf_from_zip(_anonymise(anonymizer, exam.pdf).zip_bytes)
+    with pymupdf.open("pdf", pdf) as document:
+        text = plain(document[0].get_text())
+    kept = exam.kept
+    for value in (kept.exam_number, kept.exam_date, kept.exam_time, *kept.report_lines):
+        assert plain(value) in text
+    assert re.search(r"sexo\s*:\s*" + plain(kept.sex), text)
+    assert "ecg de repouso" in text
+
+
+def test_page_two_is_one_redacted_image_at_the_configured_dpi(anonymizer: Anonymizer) -> None:
+    exam = generate_exam(seed=8)
+    pdf = pdf_from_zip(_anonymise(anonymizer, exam.pdf).zip_bytes)
+    with pymupdf.open("pdf", pdf) as document:
+        page = document[1]
+        assert page.get_text().strip() == ""
+        assert page.get_fonts() == []
+        (image,) = page.get_images(full=True)
+        extracted = document.extract_image(image[0])
+        assert extracted["ext"] == "jpeg"
+        assert extracted["width"] == round(page.rect.width * 300 / 72)
+        picture = Image.open(io.BytesIO(extracted["image"])).convert("L")
+    scale = 300 / 72
+    for x0, y0, x1, y1 in (PAGE_TWO_SIGNATURE_RECT, PAGE_TWO_STAMP_RECT):
+        box = (int(x0 * scale) + 2, int(y0 * scale) + 2, int(x1 * scale) - 2, int(y1 * scale) - 2)
+        # Burnt black: JPEG ringing aside, every pixel is dark.
+        assert max(picture.crop(box).get_flattened_data()) < 40
+    # The tracing itself is still there: the grid and traces are not blank.
+    tracing = picture.crop((100, 300, picture.width - 100, int(470 * scale)))
+    assert min(tracing.get_flattened_data()) < 100 and max(tracing.get_flattened_data()) > 200
+
+
+def test_record_describes_the_output_without_the_key(anonymizer: Anonymizer) -> None:
+    exam = generate_exam(seed=9)
+    key = "2024/Maria da Silva/ecg.pdf"
+    result = _anonymise(anonymizer, exam.pdf, key)
+    record = result.record
+    assert record.input_key_sha256 == key_digest(key)
+    assert "Maria" not in record.model_dump_json()
+    assert record.original_size_bytes == len(exam.pdf)
+    assert record.output_size_bytes == len(result.zip_bytes)
+    assert record.pdf_size_bytes == len(pdf_from_zip(result.zip_bytes))
+    assert record.compression_ratio == pytest.approx(
+        record.pdf_size_bytes / len(result.zip_bytes), rel=1e-3
+    )
+    assert (record.dpi, record.page_count, record.jpeg_quality) == (300, 2, 95)
+    assert record.verification.passed and "ocr" in record.verification.checks
+    assert record.identifiers_removed >= 8
+    assert record.seconds.render > 0 and record.seconds.verify > 0
+    with zipfile.ZipFile(io.BytesIO(result.zip_bytes)) as zipped:
+        info = zipped.infolist()[0]
+        assert info.compress_type == zipfile.ZIP_DEFLATED and info.filename == f"{record.ulid}.pdf"
+
+
+def test_output_zip_passes_unzip(tmp_path: Path, anonymizer: Anonymizer) -> None:
+    exam = generate_exam(seed=10)
+    archive = tmp_path / "out.zip"
+    archive.write_bytes(_anonymise(anonymizer, exam.pdf).zip_bytes)
+    check = subprocess.run(
+        [sys.executable, "-m", "zipfile", "-t", str(archive)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_bad_inputs_are_quarantined_with_their_reason(
+    tmp_path: Path, anonymizer: Anonymizer
+) -> None:
+    expected = write_bad_inputs(tmp_path)
+    assert len(set(expected.values())) >= 6
+    for name, reason in expected.items():
+        result = anonymizer.process((tmp_path / name).read_bytes(), name)
+        assert isinstance(result, QuarantineRecord), name
+        assert result.reason == reason, (name, result.detail)
+
+
+def test_oversized_input_is_refused_before_parsing() -> None:
+    exam = generate_exam(seed=11)
+    small = Anonymizer(AnonymizerSettings(dpi=300, max_input_bytes=len(exam.pdf) - 1))
+    result = small.process(exam.pdf, "big.pdf")
+    assert isinstance(result, QuarantineRecord) and result.reason == "too_large"
+
+
+def test_a_stamp_outside_the_configured_regions_fails_verification() -> None:
+    """Fail closed: with the regions moved off the stamp, OCR sees the CRM and the exam is held."""
+    misplaced = AnonymizerSettings(
+        dpi=300, page_two_regions=((560.0, 440.0, 600.0, 460.0),), ocr_margin_points=250
+    )
+    result = Anonymizer(misplaced).process(generate_exam(seed=12).pdf, "x.pdf")
+    assert isinstance(result, QuarantineRecord)
+    assert result.reason == "verification_failed" and "ocr_identifier" in result.detail
+
+
+def test_broken_ocr_fails_closed() -> None:
+    """No language data: the positive control fails, so nothing passes verification."""
+    result = Anonymizer(AnonymizerSettings(dpi=300, ocr_language="xx_missing")).process(
+        generate_exam(seed=13).pdf, "x.pdf"
+    )
+    assert isinstance(result, QuarantineRecord) and "ocr_unavailable" in result.detail
+
+
+def test_default_settings_are_the_sources_and_leak_nothing() -> None:
+    settings = AnonymizerSettings()
+    assert (
+        settings.dpi,
+        settings.colour_mode,
+        settings.jpeg_quality,
+        settings.anti_aliasing,
+        settings.zip_level,
+    ) == (450, "rgb", 95, 8, 5)
+    exam = generate_exam(seed=14, hiding_places=list(HIDING_PLACES))
+    result = _anonymise(Anonymizer(settings), exam.pdf)
+    assert result.record.dpi == 450
+    assert leaks(pdf_from_zip(result.zip_bytes), exam) == []
+
+
+def test_settings_refuse_dpi_outside_300_to_600() -> None:
+    for dpi in (299, 601):
+        with pytest.raises(ValueError):
+            AnonymizerSettings(dpi=dpi)
