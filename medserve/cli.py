@@ -126,6 +126,7 @@ def anonymize(
     ] = False,
 ) -> None:
     """Anonymise every exam PDF under INPUT_URI into OUTPUT_URI (resumable, idempotent)."""
+    import ray_jobs  # noqa: F401 - turns Ray's uv-run hook off before anything imports ray
     from medserve.anonymize.pipeline import ENGINES, run
     from medserve.anonymize.settings import PipelineSettings
 

@@ -1,4 +1,4 @@
-"""Ray entrypoints (training, later anonymisation); the same modules run locally and on KubeRay.
+"""Ray entrypoints (training, anonymisation); the same modules run locally and on KubeRay.
 
 Ray's `uv run` hook would rebuild the whole environment for every job from the working directory
 (tens of seconds); our workers already run this interpreter and its locked venv. Ray reads the

@@ -353,22 +353,16 @@ def _s3_client(
     max_attempts: int = 3,
     read_timeout_s: float = 30,
 ) -> BaseClient:
-    import boto3
-    from botocore.config import Config
+    from tests.s3_faults import s3_client
 
-    config = Config(
-        s3={"addressing_style": "path"},
+    return s3_client(
+        endpoint_url,
+        access_key,
+        secret_key,
+        region,
         retries={"max_attempts": max_attempts, "mode": "standard"},
         connect_timeout=min(5, read_timeout_s),
         read_timeout=read_timeout_s,
-    )
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint_url,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=region,
-        config=config,
     )
 
 

@@ -303,20 +303,30 @@ def _records_in(folder: Path) -> int:
     return len(list((folder / "records").glob("*.json"))) if (folder / "records").is_dir() else 0
 
 
-def test_killed_driver_run_resumes_without_duplicates(ray_head: RayHead, tmp_path: Path) -> None:
-    big = Corpus(tmp_path / "big", count=14, seed=900)
-    out = tmp_path / "out"
+def start_driver(corpus: Corpus, out: Path, ray_head: RayHead, **popen: object) -> subprocess.Popen:
+    """The Ray job's driver in the background, one exam per block so a run has many tasks."""
     args = [
         sys.executable,
         "-m",
         "ray_jobs.anonymize",
-        str(big.root / "in"),
+        str(corpus.root / "in"),
         str(out),
         "--no-progress",
     ]
     env = {**os.environ, **FAST_ENV, **ray_head.env(), "MEDSERVE_ANON_FILES_PER_BLOCK": "1"}
-    driver = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    return subprocess.Popen(args, env=env, **popen)  # type: ignore[call-overload]
+
+
+def test_killed_driver_run_resumes_without_duplicates(ray_head: RayHead, tmp_path: Path) -> None:
+    big = Corpus(tmp_path / "big", count=14, seed=900)
+    out = tmp_path / "out"
+    driver = start_driver(
+        big,
+        out,
+        ray_head,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 300
     while _records_in(out) < 3 and time.monotonic() < deadline and driver.poll() is None:
@@ -348,17 +358,8 @@ def test_killed_ray_worker_is_retried_and_nothing_is_lost(
 ) -> None:
     small = Corpus(tmp_path / "small", count=10, seed=700)
     out = tmp_path / "out"
-    args = [
-        sys.executable,
-        "-m",
-        "ray_jobs.anonymize",
-        str(small.root / "in"),
-        str(out),
-        "--no-progress",
-    ]
-    env = {**os.environ, **FAST_ENV, **ray_head.env(), "MEDSERVE_ANON_FILES_PER_BLOCK": "1"}
-    driver = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    driver = start_driver(
+        small, out, ray_head, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     killed = 0
     deadline = time.monotonic() + 300

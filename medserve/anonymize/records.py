@@ -49,15 +49,20 @@ class StageSeconds(BaseModel):
         return sum(self.model_dump().values())
 
 
-class ExamRecord(BaseModel):
-    """One anonymised exam, stored as JSON beside its ZIP."""
+class InputRecord(BaseModel):
+    """What every record says of its input: key hash, size, when, which anonymiser version."""
 
-    status: Literal["anonymized"] = "anonymized"
     ulid: str
     input_key_sha256: str
     anonymizer_version: str = ANONYMIZER_VERSION
     created_at: AwareDatetime = Field(default_factory=utc_now)
     original_size_bytes: int
+
+
+class ExamRecord(InputRecord):
+    """One anonymised exam, stored as JSON beside its ZIP."""
+
+    status: Literal["anonymized"] = "anonymized"
     pdf_size_bytes: int = Field(description="The anonymised PDF before zipping.")
     output_size_bytes: int = Field(description="The ZIP.")
     compression_ratio: float = Field(description="Anonymised PDF bytes / ZIP bytes.")
@@ -71,14 +76,9 @@ class ExamRecord(BaseModel):
     verification: Verification
 
 
-class QuarantineRecord(BaseModel):
+class QuarantineRecord(InputRecord):
     """An exam that did not reach the output, and why; its input stays where it was."""
 
     status: Literal["quarantined"] = "quarantined"
-    ulid: str
-    input_key_sha256: str
-    anonymizer_version: str = ANONYMIZER_VERSION
-    created_at: AwareDatetime = Field(default_factory=utc_now)
-    original_size_bytes: int
     reason: RejectionCode
     detail: str
