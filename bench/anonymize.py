@@ -39,6 +39,7 @@ import numpy as np
 import pymupdf
 from PIL import Image
 
+import medserve.ray_runtime  # noqa: F401 - before ray: no uv-run hook
 from bench.heart_serving import machine_line, temp_dir
 from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer
 from medserve.anonymize.settings import AnonymizerSettings, PipelineSettings

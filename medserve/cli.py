@@ -126,21 +126,24 @@ def anonymize(
     ] = False,
 ) -> None:
     """Anonymise every exam PDF under INPUT_URI into OUTPUT_URI (resumable, idempotent)."""
-    import ray_jobs  # noqa: F401 - turns Ray's uv-run hook off before anything imports ray
-    from medserve.anonymize.pipeline import ENGINES, run
+    from medserve.anonymize.pipeline import ENGINES, RunRefused, run
     from medserve.anonymize.settings import PipelineSettings
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"engine must be one of {', '.join(ENGINES)}")
     pipeline = PipelineSettings(**({"workers": workers} if workers else {}))
-    manifest = run(
-        input_uri,
-        output_uri,
-        engine=engine,  # type: ignore[arg-type]
-        retry_quarantined=retry_quarantined,
-        pipeline=pipeline,
-        console=console,
-    )
+    try:
+        manifest = run(
+            input_uri,
+            output_uri,
+            engine=engine,  # type: ignore[arg-type]
+            retry_quarantined=retry_quarantined,
+            pipeline=pipeline,
+            console=console,
+        )
+    except RunRefused as refusal:
+        console.print(f"[red]refused[/]: {refusal}")
+        raise typer.Exit(2) from None
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(manifest.quarantine_reasons.items()))
     console.print(
         f"[green]done[/] {manifest.listed} listed: {manifest.anonymized} anonymised, "

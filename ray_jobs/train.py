@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import ray
 
+from medserve.ray_runtime import connect
 from medserve.settings import get_settings, use_local_bentoml_home
 from training.registry import TRAINERS, TrainOutcome
 
@@ -37,9 +37,7 @@ def run(model: str, with_feedback: bool = False, export_uri: str | None = None) 
     """Connect to (or start) Ray, run the training task, return its outcome."""
     if model not in TRAINERS:
         raise SystemExit(f"unknown model {model!r}; known: {', '.join(sorted(TRAINERS))}")
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    connect(log_to_driver=True, forward_environment=False)
     outcome = ray.get(train_task.remote(model, with_feedback, export_uri))
     return TrainOutcome.model_validate(outcome)
 

@@ -173,3 +173,30 @@ def test_settings_refuse_dpi_outside_300_to_600() -> None:
     for dpi in (299, 601):
         with pytest.raises(ValueError):
             AnonymizerSettings(dpi=dpi)
+
+
+def test_owner_password_only_exam_is_anonymised(anonymizer: Anonymizer) -> None:
+    """Print/copy restrictions without a user password: readable, so anonymised, not refused."""
+    exam = generate_exam(seed=15)
+    with pymupdf.open("pdf", exam.pdf) as document:
+        restricted = document.tobytes(
+            encryption=pymupdf.PDF_ENCRYPT_AES_256,
+            owner_pw="owner-only",
+            permissions=pymupdf.PDF_PERM_PRINT,
+        )
+    result = _anonymise(anonymizer, restricted)
+    assert leaks(pdf_from_zip(result.zip_bytes), exam) == []
+
+
+def test_media_box_below_zero_with_text_off_the_page(anonymizer: Anonymizer) -> None:
+    """Real files have media boxes starting below zero; text hidden there is still removed."""
+    exam = generate_exam(seed=16, hiding_places=["outside_crop_box"])
+    with pymupdf.open("pdf", exam.pdf) as document:
+        xref = document[0].xref
+        x0, _, x1, y1 = document.xref_get_key(xref, "MediaBox")[1].strip("[]").split()
+        document.xref_set_key(xref, "MediaBox", f"[{x0} -120 {x1} {y1}]")
+        document[0].insert_text((50, 900), exam.identifiers.name, fontsize=8)
+        shifted = document.tobytes()
+    assert leaks(shifted, exam)
+    result = _anonymise(anonymizer, shifted)
+    assert leaks(pdf_from_zip(result.zip_bytes), exam) == []

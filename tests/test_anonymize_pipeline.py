@@ -4,6 +4,7 @@ driver and a killed Ray worker. Exams run at 300 DPI here to keep CI short."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -124,6 +126,12 @@ class Output:
                 files[item["Key"]] = answer["Body"].read()
                 metadata[item["Key"]] = answer["Metadata"]
         return cls(files, metadata)
+
+    def without_prefix(self, prefix: str) -> Output:
+        return Output(
+            {k.removeprefix(prefix): v for k, v in self.files.items()},
+            {k.removeprefix(prefix): v for k, v in self.metadata.items()},
+        )
 
     def under(self, folder: str) -> dict[str, bytes]:
         return {k: v for k, v in self.files.items() if k.startswith(folder + "/")}
@@ -287,11 +295,7 @@ def test_ray_pipeline_bucket_to_bucket(corpus: Corpus, s3: S3Server, ray_head: R
     assert first.returncode == 0, first.stderr[-3000:]
     assert manifest_of(first)["listed"] == len(corpus.keys)  # listed over 3-key pages
     output = Output.from_bucket(client, OUT_BUCKET)
-    stripped = Output(
-        {k.removeprefix("anonymised/"): v for k, v in output.files.items()},
-        {k.removeprefix("anonymised/"): v for k, v in output.metadata.items()},
-    )
-    check_output(stripped, corpus)
+    check_output(output.without_prefix("anonymised/"), corpus)
     assert_no_secrets(first.stdout + first.stderr, corpus)
 
     again = ray_job(source, target, env)
@@ -380,84 +384,57 @@ def test_killed_ray_worker_is_retried_and_nothing_is_lost(
 # --------------------------------------------------------------------------- S3 faults
 
 
-def test_s3_faults_are_retried_and_nothing_is_lost(corpus: Corpus, tmp_path: Path) -> None:
-    with (
-        moto_s3() as moto,
-        FaultyS3Proxy(
-            moto.endpoint_url,
-            error_rate=0.15,
-            reset_rate=0.05,
-            timeout_rate=0.03,
-            delay_seconds=3,
-            seed=3,
-        ) as proxy,
-    ):
+POOL_RUN = [
+    sys.executable, "-m", "medserve.cli", "anonymize",
+    f"s3://{IN_BUCKET}/2024-batch", f"s3://{OUT_BUCKET}/out", "--engine", "processpool",
+]  # fmt: skip
+
+
+@contextlib.contextmanager
+def faulty_s3(corpus: Corpus, **faults: Any) -> Iterator[tuple[FaultyS3Proxy, Any, dict[str, str]]]:
+    """moto holding the corpus, behind a fault-injecting proxy: (proxy, client, pipeline env)."""
+    with moto_s3() as moto, FaultyS3Proxy(moto.endpoint_url, **faults) as proxy:
         client = moto.client()
         upload(client, IN_BUCKET, corpus)
         client.create_bucket(Bucket=OUT_BUCKET)
-        env = s3_env(
-            proxy.endpoint_url,
-            moto.access_key,
-            moto.secret_key,
-            MEDSERVE_ANON_S3_READ_TIMEOUT_SECONDS="1.5",
-            MEDSERVE_ANON_WORKERS="2",
-        )
-        result = run_cli(
-            [
-                sys.executable,
-                "-m",
-                "medserve.cli",
-                "anonymize",
-                f"s3://{IN_BUCKET}/2024-batch",
-                f"s3://{OUT_BUCKET}/out",
-                "--engine",
-                "processpool",
-            ],
-            env,
-        )
+        yield proxy, client, s3_env(proxy.endpoint_url, moto.access_key, moto.secret_key)
+
+
+def test_s3_faults_are_retried_and_nothing_is_lost(corpus: Corpus) -> None:
+    faults = {"error_rate": 0.15, "reset_rate": 0.05, "timeout_rate": 0.03, "delay_seconds": 3}
+    with faulty_s3(corpus, seed=3, **faults) as (proxy, client, env):
+        env |= {"MEDSERVE_ANON_S3_READ_TIMEOUT_SECONDS": "1.5", "MEDSERVE_ANON_WORKERS": "2"}
+        result = run_cli(POOL_RUN, env)
         assert result.returncode == 0, result.stderr[-3000:]
         assert proxy.errors > 0 and proxy.resets > 0 and proxy.timeouts > 0
         output = Output.from_bucket(client, OUT_BUCKET)
-    check_output(
-        Output(
-            {k.removeprefix("out/"): v for k, v in output.files.items()},
-            {k.removeprefix("out/"): v for k, v in output.metadata.items()},
-        ),
-        corpus,
-    )
+    check_output(output.without_prefix("out/"), corpus)
 
 
-def test_exhausted_s3_retries_leave_exams_for_a_rerun(corpus: Corpus, tmp_path: Path) -> None:
+def test_exhausted_s3_retries_leave_exams_for_a_rerun(corpus: Corpus) -> None:
     """Writes failing beyond the retry budget: the run says so (exit 1), the re-run finishes."""
-    with (
-        moto_s3() as moto,
-        FaultyS3Proxy(moto.endpoint_url, error_rate=1.0, methods={"PUT"}, seed=1) as proxy,
-    ):
-        client = moto.client()
-        upload(client, IN_BUCKET, corpus)
-        client.create_bucket(Bucket=OUT_BUCKET)
-        env = s3_env(
-            proxy.endpoint_url, moto.access_key, moto.secret_key, MEDSERVE_ANON_S3_MAX_ATTEMPTS="1"
-        )
-        args = [
-            sys.executable,
-            "-m",
-            "medserve.cli",
-            "anonymize",
-            f"s3://{IN_BUCKET}/2024-batch",
-            f"s3://{OUT_BUCKET}/out",
-            "--engine",
-            "processpool",
-        ]
-        failing = run_cli(args, env)
+    with faulty_s3(corpus, error_rate=1.0, methods={"PUT"}, seed=1) as (proxy, client, env):
+        env["MEDSERVE_ANON_S3_MAX_ATTEMPTS"] = "1"
+        failing = run_cli(POOL_RUN, env)
         assert failing.returncode == 1 and "incomplete" in failing.stderr
         assert not Output.from_bucket(client, OUT_BUCKET).under("out/records")
         with proxy.faults_disabled():
-            healed = run_cli(args, env)
+            healed = run_cli(POOL_RUN, env)
         assert healed.returncode == 0, healed.stderr[-3000:]
         output = Output.from_bucket(client, OUT_BUCKET)
     assert len(output.under("out/records")) == len(corpus.exams)
     assert len(output.under("out/quarantine")) == len(corpus.bad)
+
+
+def test_runs_that_cannot_start_are_refused_clearly(corpus: Corpus, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "medserve.cli", "anonymize"]
+    missing = run_cli([*cli, str(tmp_path / "no-such-folder"), str(tmp_path / "out")], {})
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    inside = run_cli([*cli, str(corpus.root / "in"), str(corpus.root / "in" / "out")], {})
+    assert inside.returncode == 2 and "must not contain one another" in inside.stderr
+    assert not (corpus.root / "in" / "out").exists()
+    for result in (missing, inside):
+        assert "Traceback" not in result.stderr
 
 
 def test_rayjob_manifest_runs_the_tested_entrypoint_with_real_settings() -> None:

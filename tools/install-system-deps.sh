@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite and benchmarks need beyond Python: Debian's prometheus (+promtool),
-# chromium (real browser tests), tesseract with Portuguese data (anonymiser OCR check), wrk and h2load (benchmarks), and uv itself. Idempotent; needs
-# root for apt.
+# chromium (real browser tests), tesseract with Portuguese data (anonymiser OCR check), wrk and
+# h2load (benchmarks), and uv itself. Idempotent; needs root for apt.
 set -euo pipefail
 
 missing=()
@@ -10,7 +10,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v tesseract >/dev/null || missing+=(tesseract-ocr)
-[ -f /usr/share/tesseract-ocr/5/tessdata/por.traineddata ] || missing+=(tesseract-ocr-por)
+{ command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx por; } || missing+=(tesseract-ocr-por)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -163,8 +163,12 @@ class PageOneRedactor:
         `hidden` are boxes of text known to be hidden already (see `reveal_hidden_layers`).
         """
         original_crop = pymupdf.Rect(page.cropbox)
+        document, xref = page.parent, page.xref
+        crop_key = document.xref_get_key(xref, "CropBox")
         # Work in mediabox coordinates so text outside the crop box can be found and redacted.
-        page.set_cropbox(page.mediabox)
+        # The PDF key is swapped directly: Page.set_cropbox() refuses media boxes that start
+        # below zero, which real files have.
+        document.xref_set_key(xref, "CropBox", document.xref_get_key(xref, "MediaBox")[1])
         lines = read_lines(page)
         self._check_layout(lines)
         identifiers = Identifiers()
@@ -179,7 +183,7 @@ class PageOneRedactor:
             graphics=pymupdf.PDF_REDACT_LINE_ART_NONE,
             text=pymupdf.PDF_REDACT_TEXT_REMOVE,
         )
-        page.set_cropbox(original_crop)
+        document.xref_set_key(xref, "CropBox", crop_key[1] if crop_key[0] != "null" else "null")
         return identifiers
 
     def _check_layout(self, lines: list[TextLine]) -> None:

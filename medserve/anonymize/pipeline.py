@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel
@@ -43,7 +43,8 @@ from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer
 from medserve.anonymize.errors import ExamRejected
 from medserve.anonymize.records import StageSeconds, key_digest, utc_now
 from medserve.anonymize.settings import AnonymizerSettings, PipelineSettings
-from medserve.anonymize.storage import ExamStore, StoredObject, open_store
+from medserve.object_store import ObjectStore, StoredObject, is_s3, open_store
+from medserve.ray_runtime import connect
 from medserve.settings import Settings
 
 Engine = Literal["ray", "processpool"]
@@ -116,10 +117,10 @@ class RunManifest(BaseModel):
 
 # --------------------------------------------------------------------------- one worker's side
 
-_WORKER_STATE: dict[str, tuple[Anonymizer, ExamStore, ExamStore]] = {}
+_WORKER_STATE: dict[str, tuple[Anonymizer, ObjectStore, ObjectStore]] = {}
 
 
-def _worker_state(job: BlockJob) -> tuple[Anonymizer, ExamStore, ExamStore]:
+def _worker_state(job: BlockJob) -> tuple[Anonymizer, ObjectStore, ObjectStore]:
     """The anonymiser and stores of this worker process, built once per distinct job config."""
     config = job.model_dump_json(exclude={"objects"})
     if config not in _WORKER_STATE:
@@ -128,7 +129,7 @@ def _worker_state(job: BlockJob) -> tuple[Anonymizer, ExamStore, ExamStore]:
     return _WORKER_STATE[config]
 
 
-def open_stores(job: BlockJob) -> tuple[ExamStore, ExamStore]:
+def open_stores(job: BlockJob) -> tuple[ObjectStore, ObjectStore]:
     """The input and output stores of a job, with the pipeline's retry and paging settings."""
     source, sink = (
         open_store(
@@ -166,8 +167,8 @@ def s3_metadata(exam: AnonymizedExam) -> dict[str, str]:
 
 def process_exam(
     anonymizer: Anonymizer,
-    source: ExamStore,
-    sink: ExamStore,
+    source: ObjectStore,
+    sink: ObjectStore,
     item: StoredObject,
     retry_quarantined: bool,
 ) -> ExamOutcome:
@@ -244,30 +245,11 @@ def _ray_block(batch: dict[str, Any], template: BlockJob) -> dict[str, Any]:
     return {"outcome": np.array([o.model_dump_json() for o in outcomes], dtype=object)}
 
 
-FORWARDED_PREFIXES = ("MEDSERVE_", "AWS_")
-
-
-def forwarded_environment() -> dict[str, str]:
-    """The driver's `MEDSERVE_*` and `AWS_*` variables, for the job's workers.
-
-    On a running cluster workers start from the node's environment, not the driver's; this is
-    what `ray job submit --runtime-env-json` would pass. Under IRSA there are no static keys.
-    """
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
-
-
 def run_ray(template: BlockJob, listing: Iterator[StoredObject]) -> Iterator[ExamOutcome]:
     """Ray Data: each listing window becomes a dataset mapped in blocks over the CPU workers."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS"),
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            runtime_env={"env_vars": forwarded_environment()},
-        )
+    connect(log_to_driver=False, forward_environment=True)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours is the progress bar
     context.print_on_execution_start = False
@@ -335,10 +317,20 @@ def _progress(console: Console, enabled: bool) -> Progress:
     )
 
 
-def _check_locations(input_uri: str, output_uri: str) -> None:
-    a, b = input_uri.rstrip("/") + "/", output_uri.rstrip("/") + "/"
+class RunRefused(ValueError):
+    """The run cannot start (a clear message for the operator, nothing processed)."""
+
+
+def _comparable(uri: str) -> str:
+    return (uri if is_s3(uri) else str(Path(uri).resolve())).rstrip("/") + "/"
+
+
+def _check_locations(input_uri: str, output_uri: str, source: ObjectStore) -> None:
+    a, b = _comparable(input_uri), _comparable(output_uri)
     if a.startswith(b) or b.startswith(a):
-        raise ValueError("input and output must not contain one another")
+        raise RunRefused("input and output must not contain one another")
+    if not source.reachable():
+        raise RunRefused(f"input {input_uri} does not exist or is not accessible")
 
 
 def run(
@@ -354,7 +346,6 @@ def run(
     progress: bool = True,
 ) -> RunManifest:
     """Anonymise every exam under `input_uri` into `output_uri`; returns the run manifest."""
-    _check_locations(input_uri, output_uri)
     anonymizer = anonymizer or AnonymizerSettings()
     pipeline = pipeline or PipelineSettings()
     platform = platform or Settings()
@@ -368,6 +359,7 @@ def run(
         platform=platform,
     )
     source, sink = open_stores(template)
+    _check_locations(input_uri, output_uri, source)
     started = utc_now()
     # A counting pass (streamed, nothing kept) gives the progress bar its total and ETA.
     total = sum(1 for _ in source.list(pipeline.input_suffix))

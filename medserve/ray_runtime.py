@@ -1,0 +1,39 @@
+"""How medserve drivers join Ray: a local Ray by default, the cluster in `RAY_ADDRESS` otherwise.
+
+Importing this module turns off Ray's `uv run` hook, which would rebuild the whole environment for
+every job from the working directory (tens of seconds) although the workers already run this
+interpreter and its locked venv. Ray reads the flag when it is first imported, so every driver
+imports this module before `ray`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+FORWARDED_PREFIXES = ("MEDSERVE_", "AWS_")
+
+
+def forwarded_environment() -> dict[str, str]:
+    """The driver's `MEDSERVE_*` and `AWS_*` variables, for the job's workers.
+
+    On a running cluster workers start from the node's environment, not the driver's; this is
+    what `ray job submit --runtime-env-json` would pass. Under IRSA there are no static keys.
+    """
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
+
+
+def connect(*, log_to_driver: bool, forward_environment: bool) -> None:
+    """Join (or start) Ray once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS"),
+        include_dashboard=False,
+        log_to_driver=log_to_driver,
+        configure_logging=log_to_driver,
+        runtime_env={"env_vars": forwarded_environment()} if forward_environment else None,
+    )
