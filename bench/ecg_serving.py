@@ -21,14 +21,12 @@ The report compares service beats/s (req/s x beats per request) with the best ra
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
 import os
 import platform
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +50,7 @@ from bench.heart_serving import (
     serve_medserve,
     temp_dir,
 )
+from bench.inprocess import RawResult, batch_totals, time_calls
 from bench.loadgen import LoadResult, markdown_table, run_wrk, warmup, wrk_version
 from medserve.catalogue import SERVICES
 
@@ -69,7 +68,6 @@ RSS_TARGET_MIB = 1024.0  # per worker
 KERAS_CALL = "Keras `model(x, training=False)`"
 KERAS_PREDICT = "Keras `predict_on_batch(x)`"
 NUMPY_SCORER = "NumPy `BeatScorer.score` (raw beats, as served)"
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,18 +83,6 @@ class Setup:
     normal: np.ndarray  # test-split normal beats, float32 [n, 140]
     abnormal: np.ndarray  # test-split abnormal beats, shuffled over the classes
     scorer: Any  # medserve.ecg.autoencoder.BeatScorer
-
-
-@dataclass(frozen=True, slots=True)
-class RawResult:
-    """One in-process runner timed on one batch size."""
-
-    runner: str
-    batch: int
-    calls: int
-    mean_ms: float
-    p99_ms: float
-    beats_per_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,28 +174,6 @@ def request_body(beats: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------- raw model
 
 
-def time_calls(fn: Callable[[np.ndarray], Any], x: np.ndarray, seconds: float) -> RawResult:
-    """Time `fn(x)` call by call for about `seconds` after a short warm-up (runner unset)."""
-    for _ in range(10):
-        fn(x)
-    durations: list[float] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        began = time.perf_counter()
-        fn(x)
-        durations.append(time.perf_counter() - began)
-    elapsed = time.perf_counter() - start
-    ms = np.asarray(durations) * 1e3
-    return RawResult(
-        runner="",
-        batch=len(x),
-        calls=len(durations),
-        mean_ms=float(ms.mean()),
-        p99_ms=float(np.percentile(ms, 99)),
-        beats_per_s=len(x) * len(durations) / elapsed,
-    )
-
-
 def measure_raw(setup: Setup, seconds: float) -> tuple[list[RawResult], str]:
     """Keras (both call styles) and the NumPy scorer per batch size; a Keras-vs-NumPy check."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -233,10 +197,10 @@ def measure_raw(setup: Setup, seconds: float) -> tuple[list[RawResult], str]:
         beats = beats_for(setup, batch)
         normalised = params.normalise(beats)
         for runner, (fn, wants_normalised) in runners.items():
-            timed = time_calls(fn, normalised if wants_normalised else beats, seconds)
-            results.append(dataclasses.replace(timed, runner=runner))
+            timed = time_calls(fn, normalised if wants_normalised else beats, seconds, runner)
+            results.append(timed)
             print(
-                f"   {runner} batch {batch}: {results[-1].beats_per_s:,.0f} beats/s "
+                f"   {runner} batch {batch}: {timed.rows_per_s:,.0f} beats/s "
                 f"({timed.mean_ms:.3f} ms/call)",
                 flush=True,
             )
@@ -282,36 +246,14 @@ def check_answer(base_url: str, setup: Setup, beats: np.ndarray, body: bytes) ->
     return line, latency_ms
 
 
-def metric_sum(text: str, sample: str, **labels: str) -> float:
-    """Sum of the Prometheus samples named `sample` whose labels include `labels`."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
-def batch_totals(base_url: str) -> tuple[float, float, float]:
-    """(batches, rows, inference seconds) the service has counted so far, all workers."""
-    with _OPENER.open(f"{base_url}/metrics", timeout=30) as resp:
-        text = resp.read().decode()
-    return (
-        metric_sum(text, "medserve_batch_size_count", model=MODEL),
-        metric_sum(text, "medserve_batch_size_sum", model=MODEL),
-        metric_sum(text, "medserve_inference_duration_seconds_sum", model=MODEL),
-    )
-
-
 def load_run(
     base_url: str, beats_per_request: int, body: bytes, connections: int, duration_s: float
 ) -> ServiceRun:
     """One wrk run against /predict; the mean adaptive batch and model time per batch."""
-    before = batch_totals(base_url)
+    before = batch_totals(base_url, MODEL)
     load = run_wrk(f"{base_url}/predict", body, JSON, connections, duration_s)
-    batches, rows, seconds = (a - b for a, b in zip(batch_totals(base_url), before, strict=True))
+    after = batch_totals(base_url, MODEL)
+    batches, rows, seconds = (a - b for a, b in zip(after, before, strict=True))
     run = ServiceRun(
         beats_per_request,
         load,
@@ -362,7 +304,7 @@ def best_raw(raw: list[RawResult], batch: int | None = None) -> RawResult:
     """The Keras result (either call style) with the most beats/s, optionally at one batch."""
     keras_runs = [r for r in raw if r.runner in (KERAS_CALL, KERAS_PREDICT)]
     return max(
-        (r for r in keras_runs if batch is None or r.batch == batch), key=lambda r: r.beats_per_s
+        (r for r in keras_runs if batch is None or r.batch == batch), key=lambda r: r.rows_per_s
     )
 
 
@@ -375,7 +317,7 @@ def raw_table(raw: list[RawResult]) -> str:
                 "calls": r.calls,
                 "mean ms/call": round(r.mean_ms, 3),
                 "p99 ms/call": round(r.p99_ms, 3),
-                "beats/s": round(r.beats_per_s),
+                "beats/s": round(r.rows_per_s),
             }
             for r in raw
         ]
@@ -396,7 +338,7 @@ def service_table(service: ServiceResult, best: RawResult) -> str:
                 "mean adaptive batch (beats)": round(run.mean_batch, 1),
                 "model ms/batch": round(run.inference_ms, 3),
                 "wrk CPU s": run.load.client_cpu_seconds,
-                "÷ best raw Keras": f"{run.beats_per_s / best.beats_per_s:.1%}",
+                "÷ best raw Keras": f"{run.beats_per_s / best.rows_per_s:.1%}",
             }
             for run in service.runs
         ]
@@ -414,20 +356,20 @@ def target_rows(service: ServiceResult, raw: list[RawResult], max_batch: int) ->
             (r for r in runs if r.load.connections == TARGET_CLIENTS),
             max(runs, key=lambda r: r.load.connections),
         )
-        ratio = run.beats_per_s / best.beats_per_s
+        ratio = run.beats_per_s / best.rows_per_s
         row: dict[str, Any] = {
             "beats/request": n,
             "connections": run.load.connections,
             "service beats/s": round(run.beats_per_s),
             "service p99 ms": run.load.p99_ms,
             "errors": run.load.errors,
-            "best raw Keras beats/s": round(best.beats_per_s),
+            "best raw Keras beats/s": round(best.rows_per_s),
             "ratio": f"{ratio:.1%}",
         }
         if at_max_batch:
             same = best_raw(raw, max_batch)
             row[f"ratio vs raw Keras at batch {max_batch}"] = (
-                f"{run.beats_per_s / same.beats_per_s:.1%}"
+                f"{run.beats_per_s / same.rows_per_s:.1%}"
             )
         met = ratio >= RATIO_TARGET and run.load.errors == 0
         met = met and run.load.connections == TARGET_CLIENTS
@@ -491,7 +433,7 @@ def report(
     max_batch: int,
 ) -> str:
     best = best_raw(raw)
-    numpy_best = max((r for r in raw if r.runner == NUMPY_SCORER), key=lambda r: r.beats_per_s)
+    numpy_best = max((r for r in raw if r.runner == NUMPY_SCORER), key=lambda r: r.rows_per_s)
     workers = [p for p in service.rss if p.role == "worker"]
     biggest = max((p.rss_mb for p in workers), default=0.0)
     rss_met = bool(workers) and biggest < RSS_TARGET_MIB
@@ -511,9 +453,9 @@ def report(
             "",
             raw_table(raw),
             "",
-            f"Best raw Keras: {best.beats_per_s:,.0f} beats/s ({best.runner}, batch "
+            f"Best raw Keras: {best.rows_per_s:,.0f} beats/s ({best.runner}, batch "
             f"{best.batch}). Best NumPy scorer (what each worker runs): "
-            f"{numpy_best.beats_per_s:,.0f} beats/s (batch {numpy_best.batch}).",
+            f"{numpy_best.rows_per_s:,.0f} beats/s (batch {numpy_best.batch}).",
             "",
             "## Service under load",
             "",

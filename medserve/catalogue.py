@@ -35,5 +35,11 @@ SERVICES: dict[str, ServiceEntry] = {
             grpc_port=8002,
             pages=("/review",),
         ),
+        ServiceEntry(
+            model="ct_pattern",
+            target="bentos.ct_pattern:CtPattern",
+            http_port=3002,
+            grpc_port=8003,
+        ),
     )
 }

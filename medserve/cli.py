@@ -46,6 +46,8 @@ def train(
         f"ROC AUC {metrics.get('roc_auc', float('nan')):.3f}"
         + (f", exported to {outcome.exported_to}" if outcome.exported_to else "")
     )
+    if outcome.report:
+        console.print(outcome.report, markup=False)
 
 
 @app.command()

@@ -37,7 +37,9 @@ def run(model: str, with_feedback: bool = False, export_uri: str | None = None) 
     """Connect to (or start) Ray, run the training task, return its outcome."""
     if model not in TRAINERS:
         raise SystemExit(f"unknown model {model!r}; known: {', '.join(sorted(TRAINERS))}")
-    connect(log_to_driver=True, forward_environment=False)
+    # MEDSERVE_* carries the training configuration (e.g. MEDSERVE_CT_TRAIN_IMAGE_SIZE): the
+    # training task runs in a worker that does not inherit the driver's environment.
+    connect(log_to_driver=True, forward_environment=True)
     outcome = ray.get(train_task.remote(model, with_feedback, export_uri))
     return TrainOutcome.model_validate(outcome)
 
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--export", default=None, help="s3://bucket/prefix or a folder")
     args = parser.parse_args(argv)
     outcome = run(args.model, args.with_feedback, args.export)
+    if outcome.report:
+        print(outcome.report)
     print(json.dumps({"event": "trained", **outcome.model_dump()}, default=str))
 
 

@@ -6,7 +6,9 @@ Every test session gets its own MEDSERVE_HOME and BENTOML_HOME (set here, before
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -133,3 +135,61 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
         url = f"http://127.0.0.1:{dashboard}"
         wait_for_http(f"{url}/api/version", timeout_s=120)
         yield RayHead(address=f"127.0.0.1:{gcs}", dashboard_url=url)
+
+
+# Small enough for CI on 2 cores (MEDSERVE_CT_TRAIN_*): 64 px, MobileNetV2 alpha 0.35, 2 epochs,
+# all four backbones at once (0.5 CPU each).
+CT_TEST_TRAINING = {
+    "image_size": "64",
+    "mobilenet_alpha": "0.35",
+    "epochs": "2",
+    "patience": "2",
+    "augment_copies": "1",
+    "cpus_per_trial": "0.5",
+}
+CT_TARGET = "bentos.ct_pattern:CtPattern"
+
+
+@pytest.fixture(scope="session")
+def ct_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset on disk in the `<label>/<patient>/*.dcm` layout."""
+    from medserve.ct.synthetic import SyntheticCtConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("ct-dataset")
+    write_dataset(
+        SyntheticCtConfig(seed=11, nsip_patients=5, uip_patients=4, slices_per_patient=4, size=128),
+        root,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def ct_trained(ray_head: RayHead, ct_dataset: Path) -> dict[str, str]:
+    """The CT model trained through the real Ray job entrypoint on the session's Ray head:
+    {"tag", "report"} (the four-architecture comparison it printed)."""
+    env = dict(os.environ, **ray_head.env(), MEDSERVE_CT_TRAIN_DATA_DIR=str(ct_dataset))
+    env |= {f"MEDSERVE_CT_TRAIN_{k.upper()}": v for k, v in CT_TEST_TRAINING.items()}
+    result = subprocess.run(
+        [sys.executable, "-m", "ray_jobs.train", "ct_pattern"],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    trained = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"tag": trained["tag"], "report": result.stdout}
+
+
+@pytest.fixture(scope="module")
+def ct_service(
+    ct_trained: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The CT service on the session's trained model, with a small drift window."""
+    home = tmp_path_factory.mktemp("ct-service")
+    env = service_env(
+        home,
+        MEDSERVE_CT_PATTERN_MODEL_TAG=ct_trained["tag"],
+        MEDSERVE_DRIFT_WINDOW="20",
+        MEDSERVE_DRIFT_MIN_SAMPLES="5",
+        MEDSERVE_CT_MAX_IMAGE_BYTES="4000000",
+    )
+    with medserve_service(CT_TARGET, home, env) as service:
+        yield service

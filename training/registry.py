@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from medserve.prediction_log import PredictionLog
 from medserve.settings import Settings
@@ -17,6 +17,9 @@ class TrainOutcome(BaseModel):
     tag: str
     metrics: dict
     exported_to: str | None = None
+    report: str | None = Field(
+        default=None, description="A human-readable summary (the CT architecture comparison)."
+    )
 
 
 def _train_heart_risk(settings: Settings, with_feedback: bool) -> TrainOutcome:
@@ -42,7 +45,19 @@ def _train_ecg_anomaly(settings: Settings, with_feedback: bool) -> TrainOutcome:
     return TrainOutcome(model="ecg_anomaly", tag=result.tag, metrics=result.metrics)
 
 
+def _train_ct_pattern(settings: Settings, with_feedback: bool) -> TrainOutcome:
+    from training.ct_pattern import CtTrainConfig, train
+
+    if with_feedback:
+        raise ValueError("ct_pattern has no review loop yet: there is no feedback to add")
+    result = train(CtTrainConfig())
+    return TrainOutcome(
+        model="ct_pattern", tag=result.tag, metrics=result.metrics, report=result.report
+    )
+
+
 TRAINERS: dict[str, Callable[[Settings, bool], TrainOutcome]] = {
     "heart_risk": _train_heart_risk,
     "ecg_anomaly": _train_ecg_anomaly,
+    "ct_pattern": _train_ct_pattern,
 }

@@ -82,7 +82,7 @@ class EcgAnomalyModel(ServedModel):
         # float64 rows: rounded float32 values would print as 0.030150000005960464 in JSON.
         return np.column_stack([mae, reconstruction]).astype(np.float64)
 
-    def postprocess(self, output: np.ndarray, prediction_id: str) -> BeatScore:
+    def postprocess(self, output: np.ndarray, prediction_id: str, instance: BaseModel) -> BeatScore:
         mae = float(output[0])
         return BeatScore(
             prediction_id=prediction_id,

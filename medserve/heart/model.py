@@ -74,7 +74,9 @@ class HeartRiskModel(ServedModel):
         """Class probabilities [P(no CAD), P(CAD)] per row."""
         return self.scorer.predict_proba(rows)
 
-    def postprocess(self, output: np.ndarray, prediction_id: str) -> HeartPrediction:
+    def postprocess(
+        self, output: np.ndarray, prediction_id: str, instance: BaseModel
+    ) -> HeartPrediction:
         predicted = self.predicted_class(output)
         return HeartPrediction(
             prediction_id=prediction_id,

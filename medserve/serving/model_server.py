@@ -38,6 +38,9 @@ class ServedModel(ABC):
     v2_inputs: ClassVar[tuple[TensorSpec, ...]]  # Open Inference Protocol v2 tensors
     v2_outputs: ClassVar[tuple[TensorSpec, ...]]
     example: ClassVar[Any]  # one valid instance as JSON (docs, client snippets, smoke tests)
+    # Heavy models (TensorFlow, ONNX Runtime) release the GIL while they compute: predicting in a
+    # thread keeps the event loop accepting and decoding the next requests meanwhile.
+    predict_in_thread: ClassVar[bool] = False
     tag: str
     reference: ReferenceProfile
 
@@ -55,8 +58,8 @@ class ServedModel(ABC):
         """One batch of rows -> one output row per input row (e.g. class probabilities)."""
 
     @abstractmethod
-    def postprocess(self, output: np.ndarray, prediction_id: str) -> BaseModel:
-        """One output row -> the answer for one instance."""
+    def postprocess(self, output: np.ndarray, prediction_id: str, instance: BaseModel) -> BaseModel:
+        """One output row (and the instance it answers, for per-input facts) -> the answer."""
 
     @abstractmethod
     def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -107,7 +110,10 @@ class InferencePipeline:
 
     async def _infer_batch(self, rows: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
-        outputs = self.model.predict(rows)
+        if self.model.predict_in_thread:
+            outputs = await asyncio.to_thread(self.model.predict, rows)
+        else:
+            outputs = self.model.predict(rows)
         self.metrics.inference_duration.labels(self.model.name).observe(
             time.perf_counter() - started
         )
@@ -158,7 +164,7 @@ class InferencePipeline:
         for instance, output, predicted, prediction_id in zip(
             instances, outputs, classes, ids, strict=True
         ):
-            answer = self.model.postprocess(output, prediction_id)
+            answer = self.model.postprocess(output, prediction_id, instance)
             answers.append(answer)
             records.append(
                 PredictionRecord(

@@ -1,0 +1,440 @@
+"""Lung CT service under concurrent load vs the raw model in-process (Keras and ONNX Runtime).
+
+Usage: ``uv run python -m bench.ct_serving [--sizes 224 512] [--duration 10]
+[--connections 8 32] [--workers 1] [--raw-seconds 2] [--alpha 1.0] [--out FILE] [--keep]``.
+
+Per model input size, one run, never two things at once:
+
+1. trains a MobileNetV2 (the issue's reference backbone; ``--alpha`` width) through
+   ``training.ct_pattern.train`` on a small 512-px synthetic DICOM set for one epoch: speed does
+   not depend on how long the weights were trained, and the stored model is a real one (Keras
+   file, ONNX twin checked within 1e-3, drift reference, card);
+2. times the stored model in this process on windowed [n, size, size, 1] batches of real slices:
+   plain Keras ``predict_on_batch`` (the baseline) and ONNX Runtime (what the service runs), with
+   the largest probability gap between the two;
+3. starts ``bentoml serve bentos.ct_pattern:CtPattern`` (cold start = process start until
+   ``/readyz`` answers 200), checks one answer against ONNX Runtime in-process, then drives
+   ``POST /predict/image`` with a 512x512 12-bit DICOM body (what a scanner sends: the service
+   parses it, rescales to HU, windows and resizes on every request) per connection count; the
+   service's metrics give the mean adaptive batch; then the workers' resident memory.
+
+Targets (issue 6): service images/s >= 90 % of the raw runtime's best images/s; the faster
+runtime >= 2x plain Keras, within 1e-3 in probability; worker RSS < 1.5 GB; cold start reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.heart_serving import (
+    MEDSERVE,
+    WARMUP_S,
+    Measurement,
+    ProcessRss,
+    ServerConfig,
+    isolate_homes,
+    machine_line,
+    memory,
+    publish,
+    rss_table,
+    serve_medserve,
+    temp_dir,
+)
+from bench.inprocess import RawResult, batch_totals, time_calls
+from bench.loadgen import LoadResult, markdown_table, run_wrk, warmup, wrk_version
+from medserve.catalogue import SERVICES
+
+MODEL = "ct_pattern"
+TARGET = SERVICES[MODEL].target
+MODEL_ENV = "MEDSERVE_CT_PATTERN_MODEL_TAG"
+DICOM = "application/dicom"
+BATCHES = {224: (1, 8, 32), 512: (1, 4, 16)}
+DEFAULT_BATCHES = (1, 8, 16)
+SYNTHETIC = {"synthetic_nsip_patients": 3, "synthetic_uip_patients": 3}
+PROBABILITY_TOLERANCE = 1e-3  # the issue's bound for a faster runtime vs the reference
+SERVICE_TOLERANCE = 1e-5  # the service runs the same ONNX file on the same decoded pixels
+RATIO_TARGET = 0.9
+SPEEDUP_TARGET = 2.0
+RSS_TARGET_MIB = 1.5 * 1000**3 / 2**20  # 1.5 GB
+KERAS = "Keras `predict_on_batch` (baseline)"
+ONNX = "ONNX Runtime (served)"
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """One trained model and the DICOM slices request bodies and raw batches are made of."""
+
+    size: int
+    tag: str
+    folder: Path
+    parameters: int
+    train_s: float
+    files: list[Path]  # 512-px synthetic DICOM slices
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRun:
+    load: LoadResult
+    mean_batch: float
+    inference_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class SizeResult:
+    """Everything measured at one model input size."""
+
+    setup: Setup
+    raw: list[RawResult]
+    gap: float
+    cold_start_s: float
+    check: str
+    body_bytes: int
+    runs: list[ServiceRun]
+    rss: list[ProcessRss]
+    load_average: float
+
+
+# --------------------------------------------------------------------------- model and slices
+
+
+def prepare_model(size: int, alpha: float, slices_per_patient: int) -> Setup:
+    """Train and store a one-epoch MobileNetV2 at `size` px; keep the slice files."""
+    from medserve.ct.dataset import find_slices
+    from medserve.model_store import model_folder
+    from training.ct_pattern import CtTrainConfig, dataset_root, train
+
+    config = CtTrainConfig(
+        image_size=size,
+        synthetic_size=512,
+        synthetic_slices_per_patient=slices_per_patient,
+        architectures=["mobilenet_v2"],
+        mobilenet_alpha=alpha,
+        epochs=1,
+        augment_copies=0,
+        version=f"bench{size}",
+        **SYNTHETIC,
+    )
+    started = time.perf_counter()
+    result = train(config)
+    train_s = time.perf_counter() - started
+    files = [path for _, _, path in find_slices(dataset_root(config))]
+    return Setup(
+        size=size,
+        tag=result.tag,
+        folder=model_folder(result.tag),
+        parameters=int(result.metrics["parameters"]),
+        train_s=train_s,
+        files=files,
+    )
+
+
+def model_batch(setup: Setup, n: int) -> np.ndarray:
+    """`n` slices decoded as the service decodes them: [n, size, size, 1] float32."""
+    from medserve.ct.imaging import Window, decode_slice, model_input
+
+    images = []
+    for i in range(n):
+        data = setup.files[i % len(setup.files)].read_bytes()
+        decoded = decode_slice(data, Window(), max_bytes=len(data))
+        images.append(model_input(decoded.windowed, setup.size))
+    return np.stack(images)
+
+
+# --------------------------------------------------------------------------- raw model
+
+
+def measure_raw(setup: Setup, seconds: float) -> tuple[list[RawResult], float]:
+    """Keras and ONNX Runtime per batch size; the largest probability gap between them."""
+    from medserve.ct.runtime import ONNX_FILE, KerasRunner, OnnxRunner, keras_model
+
+    runners = {
+        KERAS: KerasRunner(keras_model(setup.folder)),
+        ONNX: OnnxRunner(setup.folder / ONNX_FILE),
+    }
+    results = []
+    batches = BATCHES.get(setup.size, DEFAULT_BATCHES)
+    for batch in batches:
+        images = model_batch(setup, batch)
+        for name, runner in runners.items():
+            timed = time_calls(runner.predict, images, seconds, name)
+            results.append(timed)
+            print(
+                f"   {name} batch {batch}: {timed.rows_per_s:,.1f} images/s "
+                f"({timed.mean_ms:.1f} ms/call)",
+                flush=True,
+            )
+    images = model_batch(setup, max(batches))
+    gap = float(np.max(np.abs(runners[ONNX].predict(images) - runners[KERAS].predict(images))))
+    print(f"   ONNX vs Keras on {len(images)} slices: max|p diff| {gap:.2e}", flush=True)
+    if gap > PROBABILITY_TOLERANCE:
+        raise SystemExit(f"ONNX Runtime differs from Keras by {gap:.2e} in probability")
+    return results, gap
+
+
+def best(raw: list[RawResult], runner: str) -> RawResult:
+    return max((r for r in raw if r.runner == runner), key=lambda r: r.rows_per_s)
+
+
+# --------------------------------------------------------------------------- service
+
+
+def post_dicom(url: str, body: bytes) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": DICOM})
+    with _OPENER.open(request, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def check_answer(base_url: str, setup: Setup, body: bytes) -> str:
+    """The service's probabilities for `body` must equal ONNX Runtime's in this process."""
+    from medserve.ct.runtime import ONNX_FILE, OnnxRunner
+
+    prediction = post_dicom(f"{base_url}/predict/image", body)["predictions"][0]
+    want = OnnxRunner(setup.folder / ONNX_FILE).predict(model_batch(setup, 1))[0]
+    got = np.asarray(list(prediction["probabilities"].values()), dtype=np.float32)
+    gap = float(np.max(np.abs(got - want)))
+    ok = gap <= SERVICE_TOLERANCE and prediction["model_tag"] == setup.tag
+    line = (
+        f"{'OK ' if ok else 'FAIL'} {setup.size} px: /predict/image answered "
+        f"{prediction['predicted_class']!r}, max|p diff| vs in-process ONNX {gap:.2e} (tolerance "
+        f"{SERVICE_TOLERANCE:g}), model_tag {prediction['model_tag']}"
+    )
+    print(line, flush=True)
+    if not ok:
+        raise SystemExit(f"correctness check failed: {line}")
+    return line
+
+
+def load_run(base_url: str, body: bytes, connections: int, duration_s: float) -> ServiceRun:
+    before = batch_totals(base_url, MODEL)
+    load = run_wrk(f"{base_url}/predict/image", body, DICOM, connections, duration_s)
+    after = batch_totals(base_url, MODEL)
+    batches, rows, seconds = (a - b for a, b in zip(after, before, strict=True))
+    run = ServiceRun(
+        load,
+        mean_batch=rows / batches if batches else 0.0,
+        inference_ms=seconds / batches * 1e3 if batches else 0.0,
+    )
+    print(
+        f"   c={connections}: {load.rps:,.1f} images/s, p50 {load.p50_ms:.1f} ms, "
+        f"p99 {load.p99_ms:.1f} ms, errors {load.errors}, mean batch {run.mean_batch:.1f}",
+        flush=True,
+    )
+    return run
+
+
+def measure_size(
+    size: int, args: argparse.Namespace, tmp: Path
+) -> SizeResult:  # one model size, start to end
+    print(f"== {size} px: training MobileNetV2 (alpha {args.alpha}) ...", flush=True)
+    setup = prepare_model(size, args.alpha, args.slices_per_patient)
+    print(f"   {setup.tag}: {setup.parameters:,} parameters, {setup.train_s:.0f} s", flush=True)
+    raw, gap = measure_raw(setup, args.raw_seconds)
+    body = setup.files[0].read_bytes()
+    load_average = os.getloadavg()[0]
+    started = time.perf_counter()
+    with serve_medserve(
+        setup.tag, args.workers, tmp / f"serve-{size}", target=TARGET, model_env=MODEL_ENV
+    ) as (base_url, root_pid):
+        cold_start_s = time.perf_counter() - started
+        print(f"   service ready after {cold_start_s:.2f} s", flush=True)
+        check = check_answer(base_url, setup, body)
+        warmup(f"{base_url}/predict/image", body, DICOM, WARMUP_S)
+        runs = [load_run(base_url, body, c, args.duration) for c in args.connections]
+        rss = memory(MEDSERVE, root_pid)
+    return SizeResult(setup, raw, gap, cold_start_s, check, len(body), runs, rss, load_average)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def raw_table(raw: list[RawResult]) -> str:
+    return markdown_table(
+        [
+            {
+                "runner": r.runner,
+                "batch": r.batch,
+                "calls": r.calls,
+                "mean ms/call": round(r.mean_ms, 1),
+                "p99 ms/call": round(r.p99_ms, 1),
+                "images/s": round(r.rows_per_s, 1),
+            }
+            for r in raw
+        ]
+    )
+
+
+def service_table(result: SizeResult) -> str:
+    served = best(result.raw, ONNX)
+    return markdown_table(
+        [
+            {
+                "connections": run.load.connections,
+                "images/s": round(run.load.rps, 1),
+                "p50 ms": run.load.p50_ms,
+                "p99 ms": run.load.p99_ms,
+                "errors": run.load.errors,
+                "mean adaptive batch": round(run.mean_batch, 1),
+                "model ms/batch": round(run.inference_ms, 1),
+                "wrk CPU s": run.load.client_cpu_seconds,
+                "÷ best raw ONNX": f"{run.load.rps / served.rows_per_s:.1%}",
+            }
+            for run in result.runs
+        ]
+    )
+
+
+def target_rows(results: list[SizeResult]) -> list[dict[str, Any]]:
+    rows = []
+    for result in results:
+        keras, onnx = best(result.raw, KERAS), best(result.raw, ONNX)
+        top = max(result.runs, key=lambda r: r.load.rps)
+        ratio = top.load.rps / onnx.rows_per_s
+        speedup = onnx.rows_per_s / keras.rows_per_s
+        workers = [p.rss_mb for p in result.rss if p.role == "worker"]
+        biggest = max(workers, default=0.0)
+        rows.append(
+            {
+                "size px": result.setup.size,
+                "raw Keras images/s": f"{keras.rows_per_s:.1f} (batch {keras.batch})",
+                "raw ONNX images/s": f"{onnx.rows_per_s:.1f} (batch {onnx.batch})",
+                "ONNX ÷ Keras": f"{speedup:.2f}x",
+                "max p gap": f"{result.gap:.1e}",
+                "service images/s": f"{top.load.rps:.1f} (c={top.load.connections})",
+                "service p99 ms": top.load.p99_ms,
+                "service ÷ raw ONNX": f"{ratio:.1%}",
+                "worker RSS MiB": round(biggest),
+                "cold start s": round(result.cold_start_s, 1),
+                f"targets (>= {RATIO_TARGET:.0%}, >= {SPEEDUP_TARGET:g}x, < 1.5 GB)": ", ".join(
+                    "yes" if met else "**no**"
+                    for met in (
+                        ratio >= RATIO_TARGET and top.load.errors == 0,
+                        speedup >= SPEEDUP_TARGET and result.gap <= PROBABILITY_TOLERANCE,
+                        bool(workers) and biggest < RSS_TARGET_MIB,
+                    )
+                ),
+            }
+        )
+    return rows
+
+
+def header_lines(
+    results: list[SizeResult], args: argparse.Namespace, load: tuple[float, ...]
+) -> list[str]:
+    from medserve.ct.settings import get_ct_settings
+    from medserve.settings import get_settings
+
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    versions = ", ".join(
+        f"{name} {importlib.metadata.version(name)}"
+        for name in ("bentoml", "keras", "tensorflow", "onnxruntime", "tf2onnx", "pydicom")
+    )
+    settings, ct = get_settings(), get_ct_settings()
+    models = "; ".join(
+        f"{r.setup.tag} ({r.setup.parameters:,} parameters, trained in {r.setup.train_s:.0f} s)"
+        for r in results
+    )
+    seconds = max(1, round(args.duration))
+    return [
+        f"- date: {now}",
+        machine_line(load),
+        f"- versions: Python {platform.python_version()}, {versions}; {wrk_version()}",
+        f"- models: MobileNetV2 alpha {args.alpha}, 2-class head, one epoch on a 512-px synthetic "
+        f"set ({SYNTHETIC['synthetic_nsip_patients']} NSIP + "
+        f"{SYNTHETIC['synthetic_uip_patients']} UIP patients x {args.slices_per_patient} "
+        f"slices): {models}",
+        f"- raw model: in this process, {len(os.sched_getaffinity(0))} cores, default thread "
+        f"pools (Keras/TensorFlow with oneDNN; ONNX Runtime all graph optimisations, "
+        f"intra-op threads = cores); windowed slices decoded beforehand; {args.raw_seconds:g} s "
+        "per runner and batch after 10 warm-up calls; measured before the service started",
+        f"- service: `bentoml serve {TARGET}`, MEDSERVE_WORKERS={args.workers}, runtime "
+        f"{ct.runtime}, max_batch_size {settings.max_batch_size}, max_latency_ms "
+        f"{settings.max_latency_ms}; every request is parsed, rescaled, windowed and resized",
+        f"- load: wrk, 1 thread, closed loop, keep-alive, `POST /predict/image` with one "
+        f"512x512 12-bit DICOM slice ({results[0].body_bytes:,} B); {WARMUP_S:g} s warm-up, "
+        f"then {seconds} s per connection count; errors = non-2xx + socket errors + timeouts",
+    ]
+
+
+def report(results: list[SizeResult], args: argparse.Namespace, load: tuple[float, ...]) -> str:
+    lines = [
+        "# Lung CT serving: medserve under load vs the raw model (Keras, ONNX Runtime)",
+        "",
+        *header_lines(results, args, load),
+        "",
+        "## Targets",
+        "",
+        markdown_table(target_rows(results)),
+        "",
+        "## Correctness checks",
+        "",
+        *(f"- `{r.check}`" for r in results),
+        *(
+            f"- ONNX Runtime vs Keras at {r.setup.size} px: max probability gap {r.gap:.2e} "
+            f"(tolerance {PROBABILITY_TOLERANCE:g})"
+            for r in results
+        ),
+    ]
+    for r in results:
+        rss = [Measurement(ServerConfig(MEDSERVE, TARGET), [], r.rss, r.load_average)]
+        lines += [
+            "",
+            f"## {r.setup.size} px",
+            "",
+            "Raw model in this process (no server running):",
+            "",
+            raw_table(r.raw),
+            "",
+            f"Service under load (1-min load average at its start {r.load_average:.2f}; ready "
+            f"{r.cold_start_s:.2f} s after process start):",
+            "",
+            service_table(r),
+            "",
+            "Memory after the load:",
+            "",
+            rss_table(rss),
+        ]
+    return "\n".join([*lines, ""])
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--workers", type=int, default=1, help="MEDSERVE_WORKERS")
+    parser.add_argument("--raw-seconds", type=float, default=2.0)
+    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width")
+    parser.add_argument("--slices-per-patient", type=int, default=4)
+    parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, homes)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    load = os.getloadavg()
+    with temp_dir("ct-serving-bench-", args.keep) as tmp:
+        isolate_homes(tmp)
+        results = [measure_size(size, args, tmp) for size in args.sizes]
+        text = report(results, args, load)
+    publish(text, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Shared measuring pieces of the model benchmarks: timing a forward pass in this process,
+and reading a running service's own batch counters from `/metrics`."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+WARMUP_CALLS = 10
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True, slots=True)
+class RawResult:
+    """One in-process runner timed on one batch size; rows are beats, images, ..."""
+
+    runner: str
+    batch: int
+    calls: int
+    mean_ms: float
+    p99_ms: float
+    rows_per_s: float
+
+
+def time_calls(
+    fn: Callable[[np.ndarray], Any], x: np.ndarray, seconds: float, runner: str = ""
+) -> RawResult:
+    """Time `fn(x)` call by call for about `seconds` after WARMUP_CALLS warm-up calls."""
+    for _ in range(WARMUP_CALLS):
+        fn(x)
+    durations: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        began = time.perf_counter()
+        fn(x)
+        durations.append(time.perf_counter() - began)
+    elapsed = time.perf_counter() - start
+    ms = np.asarray(durations) * 1e3
+    return RawResult(
+        runner=runner,
+        batch=len(x),
+        calls=len(durations),
+        mean_ms=float(ms.mean()),
+        p99_ms=float(np.percentile(ms, 99)),
+        rows_per_s=len(x) * len(durations) / elapsed,
+    )
+
+
+def metric_sum(text: str, sample: str, **labels: str) -> float:
+    """Sum of the Prometheus samples named `sample` whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def batch_totals(base_url: str, model: str) -> tuple[float, float, float]:
+    """(batches, rows, inference seconds) the service has counted so far, all workers."""
+    with _OPENER.open(f"{base_url}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    return (
+        metric_sum(text, "medserve_batch_size_count", model=model),
+        metric_sum(text, "medserve_batch_size_sum", model=model),
+        metric_sum(text, "medserve_inference_duration_seconds_sum", model=model),
+    )

@@ -1,0 +1,26 @@
+"""Lung CT pattern service (UIP vs NSIP): DICOM/PNG slices in, class + flags + saliency out.
+
+Serve locally with `medserve up` (all services) or `medserve serve ct_pattern`.
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+from medserve.ct.image_api import IMAGE_ROUTES
+from medserve.ct.model import MODEL_NAME, CtPatternModel
+from medserve.serving.gateway import Gateway
+from medserve.serving.service_base import MedserveService
+from medserve.serving.service_config import bentoml_config
+from medserve.settings import get_settings
+
+gateway = Gateway(extra_routes=IMAGE_ROUTES)
+
+
+@bentoml.asgi_app(gateway.app, path="/")
+@bentoml.service(name=MODEL_NAME, **bentoml_config(get_settings()))
+class CtPattern(MedserveService):
+    """The CT classifier behind the shared gateway (JSON, image bodies, OIP v2 REST + gRPC)."""
+
+    model_class = CtPatternModel
+    gateway = gateway

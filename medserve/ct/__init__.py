@@ -1,0 +1,1 @@
+"""Lung CT pattern classification (UIP vs NSIP): imaging, data, model, service."""

@@ -1,0 +1,106 @@
+"""Routes that take the slice file itself as the body (no base64, no JSON):
+
+- `POST /predict/image[?identifiers=true]`: DICOM/PNG/JPEG bytes -> the `/predict` answer shape.
+- `POST /saliency[?class=uip]`: the same bytes -> a Grad-CAM overlay PNG.
+
+Decoding runs in a thread (JPEG 2000 slices take tens of milliseconds) and keeps the HTTP
+status of the refusal: 413 too large, 415 not DICOM/PNG/JPEG, 422 not a CT slice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from medserve.ct.imaging import DecodedSlice, ImageRejected, Window, decode_slice, model_input
+from medserve.ct.model import CtPatternModel
+from medserve.ct.schema import CtSlice
+from medserve.ct.settings import get_ct_settings
+from medserve.serving.errors import ServiceError, field_errors, validation_error
+from medserve.serving.gateway import ExtraRoute, Gateway, PredictResponse
+from medserve.serving.requests import read_body
+
+PREDICT_TRANSPORT = "http_image"
+SALIENCY_TRANSPORT = "http_saliency"
+
+
+class ImageQuery(BaseModel):
+    """Query parameters of the image routes."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    identifiers: bool = False
+    target_class: str | None = Field(default=None, alias="class")
+
+
+def _query(request: Request) -> ImageQuery:
+    try:
+        return ImageQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise validation_error(field_errors(exc, lambda _: None)) from None
+
+
+async def _decoded_body(request: Request) -> DecodedSlice:
+    settings = get_ct_settings()
+    body = await read_body(request, settings.max_image_bytes)
+    if not body:
+        raise ServiceError(400, "empty_body", "send the slice file as the request body")
+    window = Window(settings.window_center, settings.window_width)
+    sides = (settings.min_image_side, settings.max_image_side)
+    try:
+        return await asyncio.to_thread(decode_slice, body, window, settings.max_image_bytes, sides)
+    except ImageRejected as exc:
+        raise ServiceError(exc.status, exc.code, exc.detail, field="image") from None
+
+
+def _ct_model(gateway: Gateway) -> CtPatternModel:
+    model = gateway.ready_pipeline.model
+    assert isinstance(model, CtPatternModel)
+    return model
+
+
+async def predict_image(request: Request, gateway: Gateway, request_id: str) -> Response:
+    query = _query(request)
+    decoded = await _decoded_body(request)
+    instance = CtSlice(image=decoded, include_identifiers=query.identifiers)
+    answers = await gateway.predict_instances([instance], request_id, PREDICT_TRANSPORT)
+    model = _ct_model(gateway)
+    payload = PredictResponse(
+        model=model.name,
+        model_tag=model.tag,
+        request_id=request_id,
+        predictions=[answer.model_dump() for answer in answers],
+    )
+    return Response(payload.model_dump_json(), media_type="application/json")
+
+
+async def saliency(request: Request, gateway: Gateway, request_id: str) -> Response:
+    query = _query(request)
+    model = _ct_model(gateway)
+    if not model.settings.saliency:
+        raise ServiceError(404, "saliency_disabled", "saliency is off (MEDSERVE_CT_SALIENCY)")
+    if query.target_class is not None and query.target_class not in model.classes:
+        raise ServiceError(
+            422,
+            "validation_error",
+            f"unknown class {query.target_class!r}; allowed: {', '.join(model.classes)}",
+            field="class",
+        )
+    decoded = await _decoded_body(request)
+    image = model_input(decoded.windowed, model.image_size)
+    png, predicted = await asyncio.to_thread(
+        model.saliency_png, decoded.windowed, image, query.target_class
+    )
+    headers = {"x-predicted-class": predicted, "cache-control": "no-store"}
+    return Response(png, media_type="image/png", headers=headers)
+
+
+IMAGE_ROUTES = [
+    ExtraRoute(
+        path="/predict/image", handler=predict_image, methods=["POST"], transport=PREDICT_TRANSPORT
+    ),
+    ExtraRoute(path="/saliency", handler=saliency, methods=["POST"], transport=SALIENCY_TRANSPORT),
+]

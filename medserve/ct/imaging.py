@@ -1,0 +1,280 @@
+"""CT slice decoding and preprocessing, the same for training and serving.
+
+A slice arrives as DICOM (the native format: pixels are rescaled to Hounsfield units and shown
+through the lung window) or as an 8/16-bit grayscale PNG/JPEG that is *already* in the lung
+window (black = level - width/2, white = level + width/2); the service cannot recover HU from a
+picture, so that convention is the contract for picture inputs.
+
+Everything downstream sees the windowed slice in [0, 1], resized to the model's input size.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+ImageFormat = Literal["dicom", "png", "jpeg"]
+
+CT_MODALITY = "CT"
+# Stored pixels are HU after rescale whatever the display polarity, so both are fine.
+GRAYSCALE_PHOTOMETRICS = ("MONOCHROME2", "MONOCHROME1")
+IDENTIFIER_KEYWORDS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "AccessionNumber",
+    "InstanceNumber",
+)
+# Lung parenchyma incl. ground glass lies below this; soft tissue, vessels and bone above it.
+LUNG_DENSITY_MAX_HU = -400.0
+BODY_MIN_HU = -400.0
+AIR_MAX_HU = -950.0  # lungs sit near -860 HU, the air around the patient near -1000
+# The lung-field estimate only needs the coarse shape: computed on a ~128-px view of the slice.
+LUNG_FIELD_VIEW_SIDE = 128
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+DICOM_MAGIC_OFFSET = 128
+DICOM_MAGIC = b"DICM"
+
+
+class ImageRejected(Exception):
+    """An input the model must not read, with the HTTP status and a stable error code."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Window:
+    """A display window in HU."""
+
+    center: float = -600.0
+    width: float = 1500.0
+
+    @property
+    def low(self) -> float:
+        return self.center - self.width / 2
+
+    def apply(self, hu: np.ndarray) -> np.ndarray:
+        """HU -> [0, 1] float32 through this window."""
+        scaled = (np.asarray(hu, dtype=np.float32) - np.float32(self.low)) / np.float32(self.width)
+        return np.clip(scaled, np.float32(0), np.float32(1))
+
+    def hu_of(self, windowed: np.ndarray) -> np.ndarray:
+        """The HU a windowed value stands for (clipped values stay at the window's ends)."""
+        return np.asarray(windowed, dtype=np.float32) * np.float32(self.width) + np.float32(
+            self.low
+        )
+
+
+@dataclass(frozen=True)
+class DecodedSlice:
+    """One slice ready for the model: windowed [0, 1] pixels at native resolution."""
+
+    windowed: np.ndarray  # float32 [rows, columns]
+    source_format: ImageFormat
+    lung_field_fraction: float
+    sha256: str  # of the file as received: a fingerprint for the prediction log
+    identifiers: dict[str, str] = field(default_factory=dict)  # DICOM only; never logged
+
+
+def sniff_format(data: bytes) -> ImageFormat:
+    """The format from the file's magic bytes (content types from clients are often wrong)."""
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    if data.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC:
+        return "dicom"
+    raise ImageRejected(
+        415,
+        "unsupported_media_type",
+        "not a DICOM file (Part 10, with the DICM preamble), PNG or JPEG image",
+    )
+
+
+def decode_slice(
+    data: bytes,
+    window: Window,
+    max_bytes: int,
+    side_range: tuple[int, int] = (64, 2048),
+) -> DecodedSlice:
+    """Bytes of a DICOM/PNG/JPEG slice -> `DecodedSlice`, or `ImageRejected` saying why not."""
+    if len(data) > max_bytes:
+        raise ImageRejected(413, "image_too_large", f"the file exceeds {max_bytes} bytes")
+    source_format = sniff_format(data)
+    if source_format == "dicom":
+        hu, identifiers = read_dicom_hu(data)
+        _check_side(hu.shape, side_range)
+        windowed = window.apply(hu)
+    else:
+        windowed = read_picture(data)
+        _check_side(windowed.shape, side_range)
+        identifiers = {}
+    return DecodedSlice(
+        windowed=windowed,
+        source_format=source_format,
+        lung_field_fraction=lung_field_fraction(windowed, window),
+        sha256=hashlib.sha256(data).hexdigest(),
+        identifiers=identifiers,
+    )
+
+
+@functools.cache
+def _quiet_pydicom() -> None:
+    """pydicom quotes offending element values (names, dates, UIDs) in its warnings and log
+    records; those are patient data, so its validation is off and its warnings are dropped."""
+    import pydicom
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
+def read_dicom_hu(data: bytes) -> tuple[np.ndarray, dict[str, str]]:
+    """One CT slice in HU (float32) and its identifiers, checked for what the model can read."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_rescale
+
+    _quiet_pydicom()
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise ImageRejected(
+            422, "invalid_dicom", f"unreadable DICOM: {type(exc).__name__}"
+        ) from None
+    _check_dicom(dataset)
+    try:
+        stored = dataset.pixel_array
+    except Exception as exc:  # decoders raise many types; the message may quote file contents
+        raise ImageRejected(
+            422,
+            "undecodable_pixels",
+            f"pixel data of transfer syntax {dataset.file_meta.TransferSyntaxUID.name} "
+            f"could not be decoded ({type(exc).__name__})",
+        ) from None
+    if stored.ndim != 2:
+        raise ImageRejected(
+            422, "not_a_slice", f"pixel array of shape {list(stored.shape)}; expected one slice"
+        )
+    hu = apply_rescale(stored, dataset).astype(np.float32, copy=False)
+    identifiers = {
+        keyword: str(dataset.get(keyword))
+        for keyword in IDENTIFIER_KEYWORDS
+        if dataset.get(keyword) not in (None, "")
+    }
+    return hu, identifiers
+
+
+def _check_dicom(dataset: object) -> None:
+    """Refuse what is valid DICOM but not one grayscale CT slice."""
+    get = dataset.get  # type: ignore[attr-defined]
+    modality = str(get("Modality", "") or "")
+    if modality != CT_MODALITY:
+        shown = modality or "missing"
+        raise ImageRejected(
+            422, "not_ct", f"modality {shown}: this model reads CT slices (Modality CT)"
+        )
+    if "PixelData" not in dataset:  # type: ignore[operator]
+        raise ImageRejected(422, "no_pixel_data", "the DICOM file holds no pixel data")
+    frames = int(get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageRejected(
+            422,
+            "volume_not_supported",
+            f"a volume of {frames} frames; send one axial slice per file (the model classifies "
+            "slices; split a multi-frame series into single-frame instances)",
+        )
+    photometric = str(get("PhotometricInterpretation", "") or "")
+    samples = int(get("SamplesPerPixel", 1) or 1)
+    if photometric not in GRAYSCALE_PHOTOMETRICS or samples != 1:
+        raise ImageRejected(
+            422,
+            "unsupported_photometric",
+            f"photometric interpretation {photometric or 'missing'} with {samples} sample(s) per "
+            "pixel; CT slices are MONOCHROME2 grayscale",
+        )
+
+
+def read_picture(data: bytes) -> np.ndarray:
+    """A grayscale PNG/JPEG (already lung-windowed) -> [0, 1] float32."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return _grayscale(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(
+            422, "invalid_image", f"unreadable image: {type(exc).__name__}"
+        ) from None
+
+
+def _grayscale(image: Image.Image) -> np.ndarray:
+    if getattr(image, "n_frames", 1) > 1:
+        raise ImageRejected(422, "not_a_slice", "an animated/multi-frame image; send one slice")
+    if image.mode in ("L", "LA"):
+        return np.asarray(image.getchannel(0), dtype=np.float32) / np.float32(255)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        pixels = np.asarray(image, dtype=np.float32)
+        return np.clip(pixels / np.float32(65535), 0.0, 1.0)
+    if image.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+        # A grayscale slice saved as RGB is fine; a colour picture is not a CT slice.
+        if np.abs(rgb - rgb[..., :1]).max() > 2:
+            raise ImageRejected(
+                422,
+                "unsupported_photometric",
+                "a colour image; CT slices are grayscale (send the lung-windowed slice)",
+            )
+        return rgb[..., 0].astype(np.float32) / np.float32(255)
+    raise ImageRejected(
+        422, "unsupported_photometric", f"image mode {image.mode}; send 8/16-bit grayscale"
+    )
+
+
+def _check_side(shape: tuple[int, ...], side_range: tuple[int, int]) -> None:
+    low, high = side_range
+    if min(shape) < low or max(shape) > high:
+        raise ImageRejected(
+            422,
+            "unsupported_size",
+            f"image of {shape[1]}x{shape[0]} pixels; sides must be {low}-{high}",
+        )
+
+
+def lung_field_fraction(windowed: np.ndarray, window: Window) -> float:
+    """Share of the body's cross-section at lung density (0 for a head or abdomen slice).
+
+    Body = everything above fat/soft-tissue density with its holes filled, so the lungs (holes
+    inside the chest wall) count as body while the air around the patient does not.
+    """
+    from scipy.ndimage import binary_fill_holes
+
+    step = max(1, min(windowed.shape) // LUNG_FIELD_VIEW_SIDE)
+    hu = window.hu_of(windowed[::step, ::step])
+    body = binary_fill_holes(hu > BODY_MIN_HU)
+    body_pixels = int(body.sum())
+    if body_pixels == 0:
+        return 0.0
+    lung = body & (hu <= LUNG_DENSITY_MAX_HU)
+    return float(lung.sum()) / body_pixels
+
+
+def model_input(windowed: np.ndarray, size: int) -> np.ndarray:
+    """Windowed slice -> [size, size, 1] float32, the input of every architecture."""
+    image = Image.fromarray(np.ascontiguousarray(windowed, dtype=np.float32))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32)[..., np.newaxis]
