@@ -3,6 +3,7 @@ and reading a running service's own batch counters from `/metrics`."""
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -48,6 +49,40 @@ def time_calls(
         mean_ms=float(ms.mean()),
         p99_ms=float(np.percentile(ms, 99)),
         rows_per_s=len(x) * len(durations) / elapsed,
+    )
+
+
+def time_concurrent(
+    fn: Callable[[np.ndarray], Any], x: np.ndarray, seconds: float, threads: int, runner: str = ""
+) -> RawResult:
+    """`time_calls` with `threads` threads calling `fn(x)` at once (for runtimes that release
+    the GIL, as a service with several batches in flight runs them); per-call times pooled."""
+    for _ in range(WARMUP_CALLS):
+        fn(x)
+    durations: list[list[float]] = [[] for _ in range(threads)]
+    deadline = time.perf_counter() + seconds
+
+    def loop(mine: list[float]) -> None:
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            fn(x)
+            mine.append(time.perf_counter() - began)
+
+    workers = [threading.Thread(target=loop, args=(d,)) for d in durations]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - start
+    ms = np.concatenate([np.asarray(d) for d in durations]) * 1e3
+    return RawResult(
+        runner=runner,
+        batch=len(x),
+        calls=len(ms),
+        mean_ms=float(ms.mean()),
+        p99_ms=float(np.percentile(ms, 99)),
+        rows_per_s=len(x) * len(ms) / elapsed,
     )
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 ArchitectureName = Literal["mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"]
 FEATURES_LAYER = "features_pool"
 OUTPUT_LAYER = "probabilities"
@@ -80,11 +82,12 @@ def _preprocessing(kind: str, x: Any) -> Any:
 
     if kind == "tf":
         return keras.layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(x)
-    x = keras.layers.Rescaling(255.0, name="to_0_255")(x)
     if kind == "caffe":
-        means = list(CAFFE_MEANS)
-        x = keras.layers.Normalization(mean=means, variance=[1.0] * 3, name="caffe_means")(x)
-    return x
+        # One Rescaling with a per-channel offset, not a Normalization layer: tf2onnx turns the
+        # latter's captured mean/variance into graph inputs the ONNX model then demands.
+        offset = -np.asarray(CAFFE_MEANS, dtype=np.float32)
+        return keras.layers.Rescaling(255.0, offset=offset, name="caffe_means")(x)
+    return keras.layers.Rescaling(255.0, name="to_0_255")(x)
 
 
 def build_classifier(

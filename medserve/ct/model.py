@@ -14,16 +14,28 @@ from pydantic import BaseModel
 from medserve import model_store
 from medserve.ct.gradcam import GradCam, overlay_png
 from medserve.ct.imaging import AIR_MAX_HU, LUNG_DENSITY_MAX_HU, Window, model_input
-from medserve.ct.runtime import InferenceRunner, keras_model, open_runner
+from medserve.ct.runtime import (
+    ExecutionPlan,
+    InferenceRunner,
+    keras_model,
+    open_runner,
+    plan_execution,
+)
 from medserve.ct.schema import CtPrediction, CtSlice
 from medserve.ct.settings import CtSettings, get_ct_settings
 from medserve.drift import ReferenceProfile
+from medserve.serving.batching import BatchLimits
 from medserve.serving.model_server import ServedModel
 from medserve.serving.v2 import TensorSpec
+from medserve.settings import Settings, get_settings
 
 MODEL_NAME = "ct_pattern"
 # Image-level drift features: a new scanner, reconstruction kernel or window shows here first.
 DRIFT_FEATURES = ("mean_intensity", "intensity_std", "lung_density_share")
+# Batch cap when MEDSERVE_CT_MAX_BATCH_SIZE is 0: small inputs gain from a few slices per call
+# (per-batch costs in the service), large ones lose (memory bandwidth): bench/ct_serving.py.
+SMALL_INPUT_SIDE = 256
+SMALL_INPUT_BATCH = 4
 EXAMPLE_FILE = Path(__file__).with_name("example_slice.dcm")
 OOD_WARNING = "lung field {fraction:.0%} of the body (< {minimum:.0%}): not a lung slice?"
 LOW_CONFIDENCE_WARNING = "top probability {confidence:.2f} < {minimum:.2f}"
@@ -35,6 +47,13 @@ def drift_features(images: np.ndarray, window: Window) -> np.ndarray:
     lung_low, lung_high = window.apply(np.array([AIR_MAX_HU, LUNG_DENSITY_MAX_HU]))
     lung = (flat > lung_low) & (flat <= lung_high)
     return np.column_stack([flat.mean(axis=1), flat.std(axis=1), lung.mean(axis=1)])
+
+
+def batch_cap(settings: CtSettings, image_size: int) -> int:
+    """Slices per model call: as set, else by the model's input size."""
+    if settings.max_batch_size:
+        return settings.max_batch_size
+    return SMALL_INPUT_BATCH if image_size <= SMALL_INPUT_SIDE else 1
 
 
 class CtPatternModel(ServedModel):
@@ -66,8 +85,10 @@ class CtPatternModel(ServedModel):
         image_size: int,
         folder: Path,
         settings: CtSettings,
+        plan: ExecutionPlan,
     ) -> None:
         self.tag = tag
+        self.plan = plan
         self.runner = runner
         self.reference = reference
         self.classes = tuple(classes)
@@ -84,15 +105,21 @@ class CtPatternModel(ServedModel):
         folder = model_store.model_folder(full_tag)
         card = model_store.load_card(full_tag)
         settings = get_ct_settings()
+        plan = plan_execution(settings, get_settings().workers)
         return cls(
             tag=full_tag,
-            runner=open_runner(folder, settings),
+            runner=open_runner(folder, settings, plan),
+            plan=plan,
             reference=model_store.load_reference(full_tag),
             classes=card["classes"],
             image_size=int(card["image_size"]),
             folder=folder,
             settings=settings,
         )
+
+    def batch_limits(self, settings: Settings) -> BatchLimits:
+        cap = min(settings.max_batch_size, batch_cap(self.settings, self.image_size))
+        return BatchLimits(cap, self.plan.concurrent_batches)
 
     def preprocess(self, instances: Sequence[BaseModel]) -> np.ndarray:
         slices = [instance.image for instance in instances]  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ on CPU than Keras here (bench/ct_serving.py) and does not load TensorFlow.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,17 +65,45 @@ class OnnxRunner:
         return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
 
 
-def open_runner(folder: Path, settings: CtSettings) -> InferenceRunner:
+@dataclass(frozen=True, slots=True)
+class ExecutionPlan:
+    """How one worker spends its cores: batches in flight x threads per ONNX Runtime call."""
+
+    concurrent_batches: int
+    threads_per_batch: int
+
+
+def plan_execution(settings: CtSettings, workers: int) -> ExecutionPlan:
+    """Unset values (0) share this pod's cores (CPU affinity) out among the workers, one batch
+    per core: concurrent 1-thread calls on one session outrun one multi-thread call (whose
+    spinning pool also takes CPU from decoding), and one worker balances load better than
+    several (bench/ct_serving.py, docs/ct.md). Keras runs one batch at a time."""
+    cores = max(1, len(os.sched_getaffinity(0)) // workers)
+    if settings.runtime == "keras":
+        return ExecutionPlan(1, settings.intra_op_threads or cores)
+    concurrent = settings.concurrent_batches or cores
+    return ExecutionPlan(concurrent, settings.intra_op_threads or max(1, cores // concurrent))
+
+
+def open_runner(folder: Path, settings: CtSettings, plan: ExecutionPlan) -> InferenceRunner:
     """The runner the settings ask for, over a stored model's folder."""
     if settings.runtime == "onnx":
-        return OnnxRunner(folder / ONNX_FILE, settings.intra_op_threads)
+        return OnnxRunner(folder / ONNX_FILE, plan.threads_per_batch)
     return KerasRunner(keras_model(folder))
 
 
 def export_onnx(model: Any, path: Path, size: int) -> None:
-    """Write the Keras model as ONNX with a dynamic batch dimension."""
+    """Write the Keras model as ONNX with a dynamic batch dimension.
+
+    The traced graph is frozen first: Keras 3 keeps constants such as a Normalization layer's
+    mean and variance (EfficientNet has one) as captured tensors, which tf2onnx would otherwise
+    turn into extra graph inputs that no caller can feed.
+    """
     import tensorflow as tf
     import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     signature = (tf.TensorSpec((None, size, size, 1), tf.float32, name=INPUT_NAME),)
 
@@ -82,8 +111,13 @@ def export_onnx(model: Any, path: Path, size: int) -> None:
     def forward(image: Any) -> Any:
         return model(image, training=False)
 
-    tf2onnx.convert.from_function(
-        forward, input_signature=signature, opset=ONNX_OPSET, output_path=str(path)
+    frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
+    tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(),
+        input_names=[tensor.name for tensor in frozen.inputs],
+        output_names=[tensor.name for tensor in frozen.outputs],
+        opset=ONNX_OPSET,
+        output_path=str(path),
     )
 
 

@@ -27,10 +27,28 @@ class CtSettings(BaseSettings):
     max_image_side: int = Field(default=2048, ge=64, description="Larger images are refused.")
     runtime: Runtime = Field(
         default="onnx",
-        description="`onnx`: ONNX Runtime (2x+ Keras here, equal within 1e-3); `keras`: TF.",
+        description="`onnx`: ONNX Runtime (faster than Keras on CPU, equal within 1e-3: "
+        "bench/ct_serving.py); `keras`: TensorFlow.",
+    )
+    max_batch_size: int = Field(
+        default=0,
+        ge=0,
+        description="Slices per model call; 0 = by model input: 4 up to 256 px, 1 above. On CPU "
+        "ONNX Runtime is no faster per slice in bigger batches (at 512 px, 4-slice calls are "
+        "25 % slower than single ones) while its arena grows by ~8 MiB per 512-px slice; "
+        "MEDSERVE_MAX_BATCH_SIZE caps it too.",
+    )
+    concurrent_batches: int = Field(
+        default=0,
+        ge=0,
+        description="Batches computed at once per worker (ONNX Runtime calls in threads); "
+        "0 = one per core: the cores (CPU affinity) divided by MEDSERVE_WORKERS.",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="Threads per inference call; 0 = all cores of the pod."
+        default=0,
+        ge=0,
+        description="Threads per model call; 0 = the worker's cores / concurrent batches. On "
+        "Kubernetes, where the affinity shows the whole node, set both to fit the CPU limit.",
     )
     saliency: bool = Field(
         default=True, description="Serve `POST /saliency` (loads the Keras model for gradients)."

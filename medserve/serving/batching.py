@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
+from bentoml._internal.marshal.dispatcher import CorkDispatcher, NonBlockSema
 
 from medserve.serving.errors import ServiceError
 
@@ -32,18 +33,34 @@ def _overloaded() -> np.ndarray:
     raise ServiceError(503, "overloaded", "the model's queue is full; retry after a short back-off")
 
 
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """How one worker forms batches: rows per batch and batches in flight at once."""
+
+    max_batch_size: int
+    concurrency: int = 1  # > 1 only for models that compute outside the GIL on several cores
+
+
 class AdaptiveBatcher:
-    """Groups concurrent `submit` calls into batches of at most `max_batch_size` rows.
+    """Groups concurrent `submit` calls into batches of at most `max_batch_size` rows, running up
+    to `concurrency` batches at the same time.
 
     A request that the dispatcher predicts would wait longer than `max_latency_ms` is shed with a
     503 `overloaded` error instead of queueing without bound.
     """
 
-    def __init__(self, infer: BatchFunction, max_batch_size: int, max_latency_ms: int) -> None:
+    def __init__(
+        self,
+        infer: BatchFunction,
+        max_batch_size: int,
+        max_latency_ms: int,
+        concurrency: int = 1,
+    ) -> None:
         self._infer = infer
         self._dispatcher: CorkDispatcher[np.ndarray, np.ndarray] = CorkDispatcher(
             max_latency_in_ms=max_latency_ms,
             max_batch_size=max_batch_size,
+            shared_sema=NonBlockSema(concurrency),
             fallback=_overloaded,
             get_batch_size=len,
             batch_dim=(0, 0),

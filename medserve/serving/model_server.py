@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from medserve.drift import DriftMonitor, ReferenceProfile
 from medserve.prediction_log import PredictionLog, PredictionRecord, new_ids, utcnow
-from medserve.serving.batching import AdaptiveBatcher
+from medserve.serving.batching import AdaptiveBatcher, BatchLimits
 from medserve.serving.metrics import service_metrics
 from medserve.serving.v2 import TensorSpec
 from medserve.settings import Settings
@@ -82,6 +82,10 @@ class ServedModel(ABC):
     def allowed(self, field: str) -> str | None:
         """Allowed values of an input field, for 422 messages."""
 
+    def batch_limits(self, settings: Settings) -> BatchLimits:
+        """The platform's batch size and one batch at a time, unless a model knows better."""
+        return BatchLimits(settings.max_batch_size)
+
     def predicted_class(self, output: np.ndarray) -> int:
         return int(np.argmax(output))
 
@@ -101,8 +105,9 @@ class InferencePipeline:
         self.drift = DriftMonitor(model.reference, settings.drift_window)
         self._drift_exported_at = 0.0
         self._drift_export_scheduled = False
+        limits = model.batch_limits(settings)
         self.batcher = AdaptiveBatcher(
-            self._infer_batch, settings.max_batch_size, settings.max_latency_ms
+            self._infer_batch, limits.max_batch_size, settings.max_latency_ms, limits.concurrency
         )
         self.metrics.model_info.labels(model.name, model.tag).set(1)
         self.metrics.reference_positive_rate.labels(model.name).set(model.reference.positive_rate)
