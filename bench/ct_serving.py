@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.metadata
-import json
 import os
 import platform
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,12 +46,13 @@ from bench.heart_serving import (
     isolate_homes,
     machine_line,
     memory,
+    post_json,
     publish,
     rss_table,
     serve_medserve,
     temp_dir,
 )
-from bench.inprocess import RawResult, batch_totals, time_calls, time_concurrent
+from bench.inprocess import RawResult, batches_during, time_calls, time_concurrent
 from bench.loadgen import LoadResult, markdown_table, run_wrk, warmup, wrk_version
 from medserve.catalogue import SERVICES
 
@@ -77,7 +76,6 @@ KERAS = "Keras `predict_on_batch` (baseline)"
 ONNX_POOL = "ONNX Runtime, one call, a thread per core"
 ONNX_CONCURRENT = "ONNX Runtime, one 1-thread call per core at once (as served)"
 ONNX = (ONNX_POOL, ONNX_CONCURRENT)
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,17 +219,12 @@ def best(raw: list[RawResult], runners: str | tuple[str, ...]) -> RawResult:
 # --------------------------------------------------------------------------- service
 
 
-def post_dicom(url: str, body: bytes) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": DICOM})
-    with _OPENER.open(request, timeout=60) as resp:
-        return json.loads(resp.read())
-
-
 def check_answer(base_url: str, setup: Setup, body: bytes) -> str:
     """The service's probabilities for `body` must equal ONNX Runtime's in this process."""
     from medserve.ct.runtime import ONNX_FILE, OnnxRunner
 
-    prediction = post_dicom(f"{base_url}/predict/image", body)["predictions"][0]
+    answer = post_json(f"{base_url}/predict/image", body, DICOM, timeout_s=60)
+    prediction = answer["predictions"][0]
     want = OnnxRunner(setup.folder / ONNX_FILE).predict(model_batch(setup, 1))[0]
     got = np.asarray(list(prediction["probabilities"].values()), dtype=np.float32)
     gap = float(np.max(np.abs(got - want)))
@@ -248,15 +241,11 @@ def check_answer(base_url: str, setup: Setup, body: bytes) -> str:
 
 
 def load_run(base_url: str, body: bytes, connections: int, duration_s: float) -> ServiceRun:
-    before = batch_totals(base_url, MODEL)
-    load = run_wrk(f"{base_url}/predict/image", body, DICOM, connections, duration_s)
-    after = batch_totals(base_url, MODEL)
-    batches, rows, seconds = (a - b for a, b in zip(after, before, strict=True))
-    run = ServiceRun(
-        load,
-        mean_batch=rows / batches if batches else 0.0,
-        inference_ms=seconds / batches * 1e3 if batches else 0.0,
+    url = f"{base_url}/predict/image"
+    load, batches = batches_during(
+        base_url, MODEL, lambda: run_wrk(url, body, DICOM, connections, duration_s)
     )
+    run = ServiceRun(load, batches.mean_batch, batches.inference_ms)
     print(
         f"   c={connections}: {run.images_per_s:,.1f} images/s, p50 {load.p50_ms:.1f} ms, "
         f"p99 {load.p99_ms:.1f} ms, errors {load.errors}, mean batch {run.mean_batch:.1f}",

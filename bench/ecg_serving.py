@@ -50,7 +50,7 @@ from bench.heart_serving import (
     serve_medserve,
     temp_dir,
 )
-from bench.inprocess import RawResult, batch_totals, time_calls
+from bench.inprocess import RawResult, batches_during, time_calls
 from bench.loadgen import LoadResult, markdown_table, run_wrk, warmup, wrk_version
 from medserve.catalogue import SERVICES
 
@@ -250,16 +250,10 @@ def load_run(
     base_url: str, beats_per_request: int, body: bytes, connections: int, duration_s: float
 ) -> ServiceRun:
     """One wrk run against /predict; the mean adaptive batch and model time per batch."""
-    before = batch_totals(base_url, MODEL)
-    load = run_wrk(f"{base_url}/predict", body, JSON, connections, duration_s)
-    after = batch_totals(base_url, MODEL)
-    batches, rows, seconds = (a - b for a, b in zip(after, before, strict=True))
-    run = ServiceRun(
-        beats_per_request,
-        load,
-        mean_batch=rows / batches if batches else 0.0,
-        inference_ms=seconds / batches * 1e3 if batches else 0.0,
+    load, batches = batches_during(
+        base_url, MODEL, lambda: run_wrk(f"{base_url}/predict", body, JSON, connections, duration_s)
     )
+    run = ServiceRun(beats_per_request, load, batches.mean_batch, batches.inference_ms)
     print(
         f"   {beats_per_request} beat(s)/request, c={connections}: {load.rps:,.0f} req/s = "
         f"{run.beats_per_s:,.0f} beats/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms, "

@@ -181,10 +181,12 @@ def prepare_model() -> Setup:
 # --------------------------------------------------------------------------- HTTP helpers
 
 
-def post_json(url: str, body: bytes) -> dict[str, Any]:
-    """POST a JSON body (no proxy) and return the decoded JSON answer; raise on non-2xx."""
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": JSON})
-    with _OPENER.open(request, timeout=30) as resp:
+def post_json(
+    url: str, body: bytes, content_type: str = JSON, timeout_s: float = 30
+) -> dict[str, Any]:
+    """POST `body` (no proxy) and return the decoded JSON answer; raise on non-2xx."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    with _OPENER.open(request, timeout=timeout_s) as resp:
         return json.loads(resp.read())
 
 

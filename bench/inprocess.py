@@ -8,11 +8,12 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 WARMUP_CALLS = 10
+T = TypeVar("T")
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -40,16 +41,7 @@ def time_calls(
         began = time.perf_counter()
         fn(x)
         durations.append(time.perf_counter() - began)
-    elapsed = time.perf_counter() - start
-    ms = np.asarray(durations) * 1e3
-    return RawResult(
-        runner=runner,
-        batch=len(x),
-        calls=len(durations),
-        mean_ms=float(ms.mean()),
-        p99_ms=float(np.percentile(ms, 99)),
-        rows_per_s=len(x) * len(durations) / elapsed,
-    )
+    return _result(runner, len(x), durations, time.perf_counter() - start)
 
 
 def time_concurrent(
@@ -74,15 +66,19 @@ def time_concurrent(
         worker.start()
     for worker in workers:
         worker.join()
-    elapsed = time.perf_counter() - start
-    ms = np.concatenate([np.asarray(d) for d in durations]) * 1e3
+    pooled = [d for mine in durations for d in mine]
+    return _result(runner, len(x), pooled, time.perf_counter() - start)
+
+
+def _result(runner: str, batch: int, durations: list[float], elapsed: float) -> RawResult:
+    ms = np.asarray(durations) * 1e3
     return RawResult(
         runner=runner,
-        batch=len(x),
+        batch=batch,
         calls=len(ms),
         mean_ms=float(ms.mean()),
         p99_ms=float(np.percentile(ms, 99)),
-        rows_per_s=len(x) * len(ms) / elapsed,
+        rows_per_s=batch * len(ms) / elapsed,
     )
 
 
@@ -96,6 +92,25 @@ def metric_sum(text: str, sample: str, **labels: str) -> float:
         for s in family.samples
         if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """The service's adaptive batches during one load run, from its own metrics."""
+
+    mean_batch: float
+    inference_ms: float  # model time per batch
+
+
+def batches_during(base_url: str, model: str, drive: Callable[[], T]) -> tuple[T, BatchStats]:
+    """Run `drive()` (a load run) and return its result with the batches formed meanwhile."""
+    before = batch_totals(base_url, model)
+    result = drive()
+    after = batch_totals(base_url, model)
+    batches, rows, seconds = (a - b for a, b in zip(after, before, strict=True))
+    if not batches:
+        return result, BatchStats(0.0, 0.0)
+    return result, BatchStats(rows / batches, seconds / batches * 1e3)
 
 
 def batch_totals(base_url: str, model: str) -> tuple[float, float, float]:

@@ -144,7 +144,8 @@ def anonymize(
             console=console,
         )
     except RunRefused as refusal:
-        console.print(f"[red]refused[/]: {refusal}")
+        # soft_wrap: one line whatever the terminal width (the reason quotes a path).
+        console.print(f"[red]refused[/]: {refusal}", soft_wrap=True)
         raise typer.Exit(2) from None
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(manifest.quarantine_reasons.items()))
     console.print(

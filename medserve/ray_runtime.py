@@ -24,6 +24,18 @@ def forwarded_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
 
 
+# Set by Ray's job supervisor in the driver of a submitted job (`ray job submit`, KubeRay RayJob).
+SUBMITTED_JOB_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def driver_runtime_env(forward_environment: bool) -> dict[str, dict[str, str]] | None:
+    """The runtime env `connect` asks for. A submitted job's own runtime env already reaches
+    its workers, and Ray refuses a driver env that sets the same variables again."""
+    if not forward_environment or SUBMITTED_JOB_VAR in os.environ:
+        return None
+    return {"env_vars": forwarded_environment()}
+
+
 def connect(*, log_to_driver: bool, forward_environment: bool) -> None:
     """Join (or start) Ray once per process."""
     import ray
@@ -35,5 +47,5 @@ def connect(*, log_to_driver: bool, forward_environment: bool) -> None:
         include_dashboard=False,
         log_to_driver=log_to_driver,
         configure_logging=log_to_driver,
-        runtime_env={"env_vars": forwarded_environment()} if forward_environment else None,
+        runtime_env=driver_runtime_env(forward_environment),
     )

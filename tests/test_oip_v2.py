@@ -286,17 +286,19 @@ def test_chart_and_catalogue_agree_on_services_and_ports() -> None:
     assert chart == catalogue
 
 
+# The session fixture that trains each chart service's model (a new service adds its line).
+MODEL_FIXTURES = {"heart_risk": "heart_tag", "ecg_anomaly": "ecg_tag", "ct_pattern": "ct_trained"}
+
+
 @pytest.fixture(scope="module", params=_chart_services(), ids=lambda s: s["name"])
 def chart_service(
-    request: pytest.FixtureRequest,
-    heart_tag: str,
-    ecg_tag: str,
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[dict[str, Any], ServiceProcess]]:
     spec = request.param
     home = tmp_path_factory.mktemp(f"chart-{spec['name']}")
-    tags = {"heart_risk": heart_tag, "ecg_anomaly": ecg_tag}
-    env = service_env(home, **{f"MEDSERVE_{spec['name'].upper()}_MODEL_TAG": tags[spec["name"]]})
+    trained = request.getfixturevalue(MODEL_FIXTURES[spec["name"]])
+    tag = trained["tag"] if isinstance(trained, dict) else trained
+    env = service_env(home, **{f"MEDSERVE_{spec['name'].upper()}_MODEL_TAG": tag})
     with medserve_service(spec["bento"], home, env) as service:
         yield spec, service
 
