@@ -53,7 +53,7 @@ from bench.heart_serving import (
     temp_dir,
 )
 from bench.inprocess import RawResult, batches_during, time_calls, time_concurrent
-from bench.loadgen import LoadResult, markdown_table, run_wrk, warmup, wrk_version
+from bench.loadgen import LoadResult, markdown_table, require, run_wrk, warmup, wrk_version
 from medserve.catalogue import SERVICES
 
 MODEL = "ct_pattern"
@@ -234,9 +234,7 @@ def check_answer(base_url: str, setup: Setup, body: bytes) -> str:
         f"{prediction['predicted_class']!r}, max|p diff| vs in-process ONNX {gap:.2e} (tolerance "
         f"{SERVICE_TOLERANCE:g}), model_tag {prediction['model_tag']}"
     )
-    print(line, flush=True)
-    if not ok:
-        raise SystemExit(f"correctness check failed: {line}")
+    require(ok, line)
     return line
 
 

@@ -51,7 +51,7 @@ from bench.heart_serving import (
     temp_dir,
 )
 from bench.inprocess import RawResult, batches_during, time_calls
-from bench.loadgen import LoadResult, markdown_table, run_wrk, warmup, wrk_version
+from bench.loadgen import LoadResult, markdown_table, require, run_wrk, warmup, wrk_version
 from medserve.catalogue import SERVICES
 
 MODEL = "ecg_anomaly"
@@ -210,9 +210,7 @@ def measure_raw(setup: Setup, seconds: float) -> tuple[list[RawResult], str]:
         f"{'OK ' if gap <= MAE_TOLERANCE else 'FAIL'} Keras vs NumPy reconstruction of "
         f"{max(RAW_BATCHES)} beats: max|diff| {gap:.2e} (tolerance {MAE_TOLERANCE:g})"
     )
-    print(check, flush=True)
-    if gap > MAE_TOLERANCE:
-        raise SystemExit(f"correctness check failed: {check}")
+    require(gap <= MAE_TOLERANCE, check)
     return results, check
 
 
@@ -240,9 +238,7 @@ def check_answer(base_url: str, setup: Setup, beats: np.ndarray, body: bytes) ->
         f"(NumPy scorer: {sum(want_flags)}), max|MAE diff| {gap:.2e} (tolerance "
         f"{MAE_TOLERANCE:g}), model_tag {predictions[0]['model_tag']}"
     )
-    print(line, flush=True)
-    if not ok:
-        raise SystemExit(f"correctness check failed: {line}")
+    require(ok, line)
     return line, latency_ms
 
 

@@ -37,7 +37,14 @@ from typing import Any
 
 import psutil
 
-from bench.loadgen import LoadResult, markdown_table, process_tree_rss_mb, run_wrk, warmup
+from bench.loadgen import (
+    LoadResult,
+    markdown_table,
+    process_tree_rss_mb,
+    require,
+    run_wrk,
+    warmup,
+)
 from bench.mlserver_peer import (
     DEFAULT_ROOT,
     MODEL_NAME,
@@ -311,9 +318,7 @@ def check(name: str, got: list[float], want: list[float], against: str) -> str:
         f"{'OK ' if ok else 'FAIL'} {name}: proba={[round(p, 12) for p in got]} "
         f"sum={total:.15f} max|diff| vs {against}={gap:.2e} (tolerance {TOLERANCE:g})"
     )
-    print(line, flush=True)
-    if not ok:
-        raise SystemExit(f"correctness check failed: {line}")
+    require(ok, line)
     return line
 
 

@@ -152,6 +152,14 @@ def warmup(url: str, body: bytes, content_type: str, seconds: float) -> None:
         raise RuntimeError(f"warm-up got no successful response from {url}: {result}")
 
 
+def require(ok: bool, line: str) -> str:
+    """Print a correctness-check line; stop the benchmark if the check failed."""
+    print(line, flush=True)
+    if not ok:
+        raise SystemExit(f"correctness check failed: {line}")
+    return line
+
+
 def markdown_table(rows: list[dict]) -> str:
     """Render rows as a GitHub markdown table; columns in first-seen key order."""
     columns = list(dict.fromkeys(key for row in rows for key in row))

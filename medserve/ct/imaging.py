@@ -183,14 +183,28 @@ def _to_hu(stored: np.ndarray, dataset: Any) -> np.ndarray:
     computes in float64, 3x slower per request); a Modality LUT, rare in CT, goes through it."""
     from pydicom.pixels import apply_rescale
 
-    if "ModalityLUTSequence" in dataset:
-        return apply_rescale(stored, dataset).astype(np.float32, copy=False)
-    slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
+    try:
+        if "ModalityLUTSequence" in dataset:
+            return apply_rescale(stored, dataset).astype(np.float32, copy=False)
+        slope = _number(dataset.get("RescaleSlope"), default=1.0)
+        intercept = _number(dataset.get("RescaleIntercept"), default=0.0)
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise ImageRejected(
+            422, "invalid_rescale", "unreadable RescaleSlope/RescaleIntercept or Modality LUT"
+        ) from None
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise ImageRejected(
+            422, "invalid_rescale", "RescaleSlope/Intercept must be finite, slope != 0"
+        )
     hu = stored.astype(np.float32)
     hu *= np.float32(slope)
     hu += np.float32(intercept)
     return hu
+
+
+def _number(value: Any, default: float) -> float:
+    """A DS element's value; absent or empty means the DICOM default (0 stays 0)."""
+    return default if value is None or value == "" else float(value)
 
 
 def _check_dicom(dataset: object) -> None:
