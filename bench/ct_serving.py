@@ -363,8 +363,8 @@ def header_lines(
     from medserve.ct.runtime import plan_execution
 
     settings, ct = get_settings(), get_ct_settings()
-    plan = plan_execution(ct, args.workers)
-    cores = len(os.sched_getaffinity(0))
+    cores = settings.cores
+    plan = plan_execution(ct, args.workers, cores)
     models = "; ".join(
         f"{r.setup.tag} ({r.setup.parameters:,} parameters, trained in {r.setup.train_s:.0f} s)"
         for r in results

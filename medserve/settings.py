@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024, ge=4 * 1024 * 1024, description="Images need more than 4 MiB."
     )
     workers: int = Field(default=1, ge=1, description="BentoML worker processes per service.")
+    cpu_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Cores this process may use; 0 = its CPU affinity. In a pod the affinity "
+        "shows the whole node, so the chart sets this from the container's CPU limit.",
+    )
     access_log: bool = Field(
         default=False, description="BentoML's per-request access log (costly on hot paths)."
     )
@@ -68,6 +74,12 @@ class Settings(BaseSettings):
     drift_psi_threshold: float = Field(
         default=0.2, description="PSI above which a feature counts as drifted (alerts, docs)."
     )
+
+    @property
+    def cores(self) -> int:
+        """Cores to size thread pools by: the CPU affinity, capped by `cpu_limit` when set."""
+        affinity = len(os.sched_getaffinity(0))
+        return min(affinity, self.cpu_limit) if self.cpu_limit else affinity
 
     @property
     def resolved_database_url(self) -> str:

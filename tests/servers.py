@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 LOOPBACK = "127.0.0.1"
 PROMETHEUS_BIN = Path("/usr/bin/prometheus")
+PUSHGATEWAY_BIN = Path("/usr/bin/prometheus-pushgateway")
 CHROMIUM_BIN = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -260,8 +261,12 @@ def prometheus_server(
     metrics_path: str = "/metrics",
     job: str = "medserve",
     timeout_s: float = 60,
+    honor_labels: bool = False,
 ) -> Iterator[PrometheusServer]:
-    """Run ``/usr/bin/prometheus`` scraping ``targets`` ("host:port") on a free port."""
+    """Run ``/usr/bin/prometheus`` scraping ``targets`` ("host:port") on a free port.
+
+    ``honor_labels`` keeps the scraped ``job``/``instance`` labels (needed for a Pushgateway).
+    """
     for target in targets:
         if "://" in target or ":" not in target:
             raise ValueError(f"Prometheus target must be 'host:port', got {target!r}")
@@ -273,6 +278,7 @@ def prometheus_server(
                 "job_name": job,
                 "metrics_path": metrics_path,
                 "static_configs": [{"targets": list(targets)}],
+                **({"honor_labels": True} if honor_labels else {}),
             }
         ],
     }
@@ -551,15 +557,20 @@ def metric_value(text: str, series: str) -> float:
 
 @contextlib.contextmanager
 def medserve_service(
-    target: str, workdir: Path, env: dict[str, str], timeout_s: float = 120
+    target: str,
+    workdir: Path,
+    env: dict[str, str],
+    timeout_s: float = 120,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[ServiceProcess]:
     """Serve a BentoML service (`bentos.x:Cls`) on a free loopback port until the block ends.
 
-    `env` is the complete environment (MEDSERVE_HOME, BENTOML_HOME, model settings).
+    `env` is the complete environment (MEDSERVE_HOME, BENTOML_HOME, model settings); `wrapper`
+    is a command prefix that execs the rest (e.g. a read-only root filesystem sandbox).
     """
     port, grpc_port = _free_ports(2)
     log_path = workdir / f"service-{port}.log"
-    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", LOOPBACK]
+    cmd = [*wrapper, sys.executable, "-m", "bentoml", "serve", target, "--host", LOOPBACK]
     cmd += ["--port", str(port)]
     env = env | {"MEDSERVE_GRPC_HOST": LOOPBACK, "MEDSERVE_GRPC_PORT": str(grpc_port)}
     with running_process(cmd, log_path, env=env, grace_s=15) as proc:
@@ -568,3 +579,57 @@ def medserve_service(
         yield ServiceProcess(
             url=url, port=port, grpc_port=grpc_port, log_path=log_path, process=proc
         )
+
+
+# --------------------------------------------------------------------------- Pushgateway
+
+
+@dataclass
+class PushgatewayServer:
+    """A running Prometheus Pushgateway (metrics in memory only)."""
+
+    url: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def target(self) -> str:
+        """``host:port`` for a Prometheus scrape config."""
+        return f"{LOOPBACK}:{self.port}"
+
+    def metrics_text(self) -> str:
+        """The exposition text Prometheus scrapes (every pushed group plus its own metrics)."""
+        status, body = _http_get(f"{self.url}/metrics")
+        if status != 200:
+            raise RuntimeError(f"pushgateway /metrics: HTTP {status}")
+        return body.decode()
+
+    def groups(self) -> list[dict[str, Any]]:
+        """The pushed groups from ``/api/v1/metrics`` (``labels`` is each grouping key)."""
+        status, body = _http_get(f"{self.url}/api/v1/metrics")
+        if status != 200:
+            raise RuntimeError(f"pushgateway /api/v1/metrics: HTTP {status}")
+        return list(json.loads(body)["data"])
+
+
+@contextlib.contextmanager
+def pushgateway_server(workdir: Path, timeout_s: float = 30) -> Iterator[PushgatewayServer]:
+    """Run ``/usr/bin/prometheus-pushgateway`` on a free loopback port, without persistence."""
+    if not PUSHGATEWAY_BIN.is_file():
+        raise FileNotFoundError(f"{PUSHGATEWAY_BIN} not found (tools/install-system-deps.sh)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    cmd = [
+        str(PUSHGATEWAY_BIN),
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--persistence.file=",  # Debian's default writes under /var/lib/prometheus
+        "--log.level=info",
+    ]
+    log_path = workdir / "pushgateway.log"
+    with running_process(cmd, log_path, cwd=workdir) as proc:
+        _wait_ready(
+            "pushgateway", proc, log_path, lambda: _probe_http(f"{url}/-/ready", 200), timeout_s
+        )
+        yield PushgatewayServer(url=url, port=port, log_path=log_path, process=proc)

@@ -7,14 +7,9 @@ import pytest
 from medserve.ct.model import batch_cap
 from medserve.ct.runtime import ExecutionPlan, plan_execution
 from medserve.ct.settings import CtSettings
+from medserve.settings import Settings
 
 
-@pytest.fixture
-def four_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})
-
-
-@pytest.mark.usefixtures("four_cores")
 @pytest.mark.parametrize(
     ("settings", "workers", "plan"),
     [
@@ -27,7 +22,16 @@ def four_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_execution_plan(settings: CtSettings, workers: int, plan: ExecutionPlan) -> None:
-    assert plan_execution(settings, workers) == plan
+    assert plan_execution(settings, workers, cores=4) == plan
+
+
+@pytest.mark.parametrize(("cpu_limit", "cores"), [(0, 4), (2, 2), (16, 4)])
+def test_cores_are_the_affinity_capped_by_the_pod_cpu_limit(
+    monkeypatch: pytest.MonkeyPatch, cpu_limit: int, cores: int
+) -> None:
+    """In a pod the affinity shows the node's cores; the chart passes the CPU limit."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert Settings(cpu_limit=cpu_limit).cores == cores
 
 
 @pytest.mark.parametrize(

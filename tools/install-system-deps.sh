@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite and benchmarks need beyond Python: Debian's prometheus (+promtool),
-# chromium (real browser tests), tesseract with Portuguese data (anonymiser OCR check), wrk and
-# h2load (benchmarks), and uv itself. Idempotent; needs root for apt.
+# prometheus-pushgateway (the anonymiser's batch metrics), chromium (real browser tests), tesseract
+# with Portuguese data (anonymiser OCR check), wrk and h2load (benchmarks), and uv itself.
+# Idempotent; needs root for apt.
 set -euo pipefail
 
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)

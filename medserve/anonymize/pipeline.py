@@ -41,6 +41,7 @@ from ulid import ULID
 
 from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer
 from medserve.anonymize.errors import ExamRejected
+from medserve.anonymize.metrics import RunMetrics
 from medserve.anonymize.records import StageSeconds, key_digest, utc_now
 from medserve.anonymize.settings import AnonymizerSettings, PipelineSettings
 from medserve.object_store import ObjectStore, StoredObject, is_s3, open_store
@@ -366,10 +367,17 @@ def run(
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     stage_totals: Counter[str] = Counter()
-    with _progress(console, progress) as bar:
+    metrics = RunMetrics(
+        pipeline.pushgateway_url,
+        output_uri,
+        listed=total,
+        interval_seconds=pipeline.push_interval_seconds,
+    )
+    with _progress(console, progress) as bar, metrics:
         task = bar.add_task("exams", total=total, quarantined=0, skipped=0, failed=0)
         outcomes = ENGINES[engine](template, source.list(pipeline.input_suffix))
         for outcome in outcomes:
+            metrics.observe(outcome.status, outcome.reason)
             counts[outcome.status] += 1
             if outcome.status == "quarantined" and outcome.reason:
                 reasons[outcome.reason] += 1

@@ -119,6 +119,13 @@ class PipelineSettings(BaseSettings):
     input_suffix: str = Field(default=".pdf", description="Only keys ending so are exams.")
     s3_max_attempts: int = Field(default=10, ge=1, description="Per request, with backoff.")
     s3_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    pushgateway_url: str | None = Field(
+        default=None,
+        description="Prometheus Pushgateway the run pushes its metrics to (None: no metrics).",
+    )
+    push_interval_seconds: float = Field(
+        default=15.0, gt=0, description="Least time between two pushes while exams finish."
+    )
 
 
 @lru_cache

@@ -105,7 +105,8 @@ class CtPatternModel(ServedModel):
         folder = model_store.model_folder(full_tag)
         card = model_store.load_card(full_tag)
         settings = get_ct_settings()
-        plan = plan_execution(settings, get_settings().workers)
+        platform = get_settings()
+        plan = plan_execution(settings, platform.workers, platform.cores)
         return cls(
             tag=full_tag,
             runner=open_runner(folder, settings, plan),

@@ -73,12 +73,12 @@ class ExecutionPlan:
     threads_per_batch: int
 
 
-def plan_execution(settings: CtSettings, workers: int) -> ExecutionPlan:
-    """Unset values (0) share this pod's cores (CPU affinity) out among the workers, one batch
+def plan_execution(settings: CtSettings, workers: int, cores: int) -> ExecutionPlan:
+    """Unset values (0) share the pod's `cores` (`Settings.cores`) out among the workers, one batch
     per core: concurrent 1-thread calls on one session outrun one multi-thread call (whose
     spinning pool also takes CPU from decoding), and one worker balances load better than
     several (bench/ct_serving.py, docs/ct.md). Keras runs one batch at a time."""
-    cores = max(1, len(os.sched_getaffinity(0)) // workers)
+    cores = max(1, cores // workers)
     if settings.runtime == "keras":
         return ExecutionPlan(1, settings.intra_op_threads or cores)
     concurrent = settings.concurrent_batches or cores

@@ -42,13 +42,13 @@ class CtSettings(BaseSettings):
         default=0,
         ge=0,
         description="Batches computed at once per worker (ONNX Runtime calls in threads); "
-        "0 = one per core: the cores (CPU affinity) divided by MEDSERVE_WORKERS.",
+        "0 = one per core: the cores (CPU affinity, capped by MEDSERVE_CPU_LIMIT, which the "
+        "chart sets from the pod's CPU limit) divided by MEDSERVE_WORKERS.",
     )
     intra_op_threads: int = Field(
         default=0,
         ge=0,
-        description="Threads per model call; 0 = the worker's cores / concurrent batches. On "
-        "Kubernetes, where the affinity shows the whole node, set both to fit the CPU limit.",
+        description="Threads per model call; 0 = the worker's cores / concurrent batches.",
     )
     saliency: bool = Field(
         default=True, description="Serve `POST /saliency` (loads the Keras model for gradients)."

@@ -1,0 +1,45 @@
+"""Render the Helm chart with the real helm binary (fetched by tools/k8s_tools.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tools.k8s_tools import fetch, tool_path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "medserve"
+PRODUCTION_VALUES = CHART / "values-production.yaml"
+RELEASE = "rel"
+
+
+def helm_binary() -> Path:
+    """The pinned helm binary (a no-op fetch once `make test`'s setup has run)."""
+    fetch()
+    return tool_path("helm")
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run helm with `args`; raises on failure when `check`."""
+    return subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, check=check)
+
+
+def render(
+    values_files: Sequence[Path] = (), set_values: Sequence[str] = (), namespace: str = "medserve"
+) -> list[dict[str, Any]]:
+    """`helm template` of the chart: the rendered documents, empty ones dropped."""
+    args = ["template", RELEASE, str(CHART), "--namespace", namespace]
+    for path in values_files:
+        args += ["-f", str(path)]
+    for value in set_values:
+        args += ["--set", value]
+    return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
+
+
+def of_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    """Rendered documents of one kind, by name."""
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}

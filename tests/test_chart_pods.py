@@ -1,0 +1,139 @@
+"""Each chart Deployment's container, run here as the kubelet would run it: the rendered env
+(resource fields resolved like the Downward API does), the rendered `bentoml serve` target, a
+read-only root filesystem, and then every probe the pod spec declares, on the port it names, must
+pass against the real service. Only the bind addresses, ports and homes are moved to loopback and
+temporary folders.
+
+The read-only root is a private mount namespace (`unshare -m`, needs root, as the test setup's
+apt-get does): `/` is remounted read-only, `/tmp` (the pod's emptyDir; the test homes live in it)
+stays writable, and the model store is read-only, like the image's baked-in store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from medserve.catalogue import SERVICES
+from tests.chart_render import RELEASE, ROOT, of_kind, render
+from tests.servers import ServiceProcess, medserve_service
+
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+READ_ONLY_ROOT = (
+    "set -e; mount --make-rprivate /; mount --bind /tmp /tmp; mount -o remount,bind,ro /; "
+    'mount --bind "$BENTOML_HOME" "$BENTOML_HOME"; mount -o remount,bind,ro "$BENTOML_HOME"; '
+    'exec "$@"'
+)
+SANDBOX = ("unshare", "--mount", "sh", "-c", READ_ONLY_ROOT, "read-only-root")
+
+
+@pytest.fixture(scope="module")
+def deployments() -> dict[str, dict[str, Any]]:
+    return of_kind(render(), "Deployment")
+
+
+@pytest.fixture(scope="module")
+def model_tags(heart_tag: str, ecg_tag: str, ct_trained: dict[str, str]) -> dict[str, str]:
+    return {"heart_risk": heart_tag, "ecg_anomaly": ecg_tag, "ct_pattern": ct_trained["tag"]}
+
+
+def cpu_cores(quantity: str) -> int:
+    """A CPU quantity as the Downward API gives it with divisor 1: rounded up to whole cores."""
+    if quantity.endswith("m"):
+        return math.ceil(int(quantity[:-1]) / 1000)
+    return math.ceil(float(quantity))
+
+
+def pod_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet resolves it (no Secrets in default values)."""
+    env: dict[str, str] = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        field = item["valueFrom"]["resourceFieldRef"]
+        assert field["resource"] == "limits.cpu"
+        env[item["name"]] = str(cpu_cores(container["resources"]["limits"]["cpu"]))
+    return env
+
+
+@pytest.fixture(scope="module", params=sorted(SERVICES))
+def pod(
+    request: pytest.FixtureRequest,
+    deployments: dict[str, dict[str, Any]],
+    model_tags: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[dict[str, Any], ServiceProcess]]:
+    model = request.param
+    (container,) = deployments[f"{RELEASE}-{model.replace('_', '-')}"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    home: Path = tmp_path_factory.mktemp(f"pod-{model}")
+    env = pod_env(container)
+    assert env.pop("BENTOML_HOME") == "/home/bentoml"  # the image's store; here the test store
+    env |= {
+        "MEDSERVE_HOME": str(home),
+        "HOME": str(home),
+        f"MEDSERVE_{model.upper()}_MODEL_TAG": model_tags[model],
+    }
+    # Bind to loopback here; medserve_service also moves the ports.
+    env["MEDSERVE_HTTP_HOST"] = "127.0.0.1"
+    target = container["command"][2]
+    with medserve_service(target, home, dict(os.environ) | env, wrapper=SANDBOX) as service:
+        yield container, service
+
+
+def test_every_probe_of_the_pod_passes_on_the_running_service(
+    pod: tuple[dict[str, Any], ServiceProcess],
+) -> None:
+    container, service = pod
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in PROBES:
+        check = container[probe]["httpGet"]
+        assert check["port"] == "http" and "http" in ports, probe
+        response = httpx.get(f"{service.url}{check['path']}", timeout=5)
+        assert response.status_code == 200, (probe, check["path"], response.text)
+
+
+def test_the_pod_serves_grpc_and_metrics_where_the_chart_says(
+    pod: tuple[dict[str, Any], ServiceProcess],
+) -> None:
+    container, service = pod
+    names = {p["name"] for p in container["ports"]}
+    assert names == {"http", "grpc"}
+    with grpc.insecure_channel(service.grpc_target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    metrics = httpx.get(f"{service.url}/metrics", timeout=5).text
+    assert "medserve_model_info{" in metrics
+    assert "medserve_drift_psi_threshold{" in metrics
+
+
+def test_an_unknown_path_is_not_a_healthy_probe(pod: tuple[dict[str, Any], ServiceProcess]) -> None:
+    """The probe check above could fail: a path the service does not serve is a 404."""
+    _, service = pod
+    assert httpx.get(f"{service.url}/healthcheck-typo", timeout=5).status_code == 404
+
+
+def test_the_sandbox_root_is_read_only_and_tmp_writable(tmp_path: Path) -> None:
+    """The pods above ran read-only, or this fails."""
+    Path(os.environ["BENTOML_HOME"]).mkdir(parents=True, exist_ok=True)
+    probe = (
+        f"touch {ROOT}/.read-only-probe 2>/dev/null && echo root-writable; "
+        f"touch {tmp_path}/ok && echo tmp-writable; "
+        'touch "$BENTOML_HOME/.probe" 2>/dev/null && echo store-writable; true'
+    )
+    result = subprocess.run([*SANDBOX, "sh", "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tmp-writable"], result.stdout + result.stderr
