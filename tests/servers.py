@@ -262,10 +262,15 @@ def prometheus_server(
     job: str = "medserve",
     timeout_s: float = 60,
     honor_labels: bool = False,
+    target_labels: dict[str, dict[str, str]] | None = None,
+    rule_files: Sequence[Path] = (),
+    scheme: str = "http",
 ) -> Iterator[PrometheusServer]:
     """Run ``/usr/bin/prometheus`` scraping ``targets`` ("host:port") on a free port.
 
     ``honor_labels`` keeps the scraped ``job``/``instance`` labels (needed for a Pushgateway).
+    ``target_labels`` gives targets their own labels (a ``job`` there replaces ``job``), as the
+    Prometheus Operator labels ServiceMonitor targets; ``rule_files`` are loaded and evaluated.
     """
     for target in targets:
         if "://" in target or ":" not in target:
@@ -282,6 +287,14 @@ def prometheus_server(
             }
         ],
     }
+    if target_labels is not None:
+        config["scrape_configs"][0]["static_configs"] = [
+            {"targets": [target], "labels": target_labels.get(target, {})} for target in targets
+        ]
+    if scheme != "http":
+        config["scrape_configs"][0]["scheme"] = scheme
+    if rule_files:
+        config["rule_files"] = [str(path) for path in rule_files]
     config_path = workdir / "prometheus.yml"
     config_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is valid YAML
     port = free_port()

@@ -438,13 +438,13 @@ def test_runs_that_cannot_start_are_refused_clearly(corpus: Corpus, tmp_path: Pa
 
 
 def test_rayjob_manifest_runs_the_tested_entrypoint_with_real_settings() -> None:
-    """k8s/rayjob-anonymize.yaml: the entrypoint this file tests, settings the code reads."""
+    """k8s/base/rayjob-anonymize.yaml: the entrypoint this file tests, settings the code reads."""
     import yaml
 
     from medserve.anonymize.settings import AnonymizerSettings, PipelineSettings
 
     manifest = yaml.safe_load(
-        (Path(__file__).parent.parent / "k8s" / "rayjob-anonymize.yaml").read_text()
+        (Path(__file__).parent.parent / "k8s" / "base" / "rayjob-anonymize.yaml").read_text()
     )
     assert manifest["kind"] == "RayJob"
     entrypoint = manifest["spec"]["entrypoint"].split()

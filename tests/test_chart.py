@@ -7,6 +7,7 @@ Security Standard."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from cloudcoil.models.prometheus_operator import v1 as operator_v1
 
 from medserve.catalogue import SERVICES
+from medserve.serving.metrics import LATENCY_BUCKETS
 from medserve.settings import Settings
 from tests.chart_render import (
     CHART,
@@ -115,6 +117,7 @@ def test_operator_validation_rejects_unknown_fields() -> None:
         ("podSecurityContext.runAsNonRoot=false", "runAsNonRoot"),
         ("serviceDefaults.autoscaling.minReplicas=0", "minReplicas"),
         ("settings.driftPsiThreshold=0", "driftPsiThreshold"),
+        ("monitoring.prometheusRule.latencySloSeconds=0.3", "latencySloSeconds"),  # no bucket
         ("replicaCount=3", "replicaCount"),  # unknown keys are typos, not silently ignored
     ],
 )
@@ -122,6 +125,12 @@ def test_schema_rejects_bad_values(setting: str, message: str) -> None:
     result = helm("template", RELEASE, str(CHART), "--set", setting, check=False)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_schema_latency_slos_are_the_histogram_bucket_bounds() -> None:
+    """A p99 SLO between two bucket bounds could not be computed from the histogram."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["definitions"]["latencyBucket"]["enum"] == list(LATENCY_BUCKETS)
 
 
 def test_a_model_store_needs_pinned_model_versions() -> None:

@@ -58,7 +58,7 @@ class CtTrainConfig(BaseSettings):
     Image size, data volume and epochs default to what 2 CPU cores train in minutes (`make up`:
     the four backbones at 128 px for 30 epochs took over 25 minutes here, VGG16 alone most of
     it); the source's run is `IMAGE_SIZE=512 EPOCHS=30 PATIENCE=5` on a cluster
-    (k8s/rayjob-train-ct.yaml).
+    (k8s/base/rayjob-train-ct.yaml).
     """
 
     model_config = SettingsConfigDict(env_prefix="MEDSERVE_CT_TRAIN_", extra="ignore")
