@@ -71,6 +71,9 @@ def service_env(home: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+HEART_DRIFT_WINDOW = 200  # rows; tests send more, so the window is full after a burst
+
+
 @pytest.fixture(scope="module")
 def heart_service(
     heart_tag: str, tmp_path_factory: pytest.TempPathFactory
@@ -80,7 +83,7 @@ def heart_service(
     env = service_env(
         home,
         MEDSERVE_HEART_RISK_MODEL_TAG=heart_tag,
-        MEDSERVE_DRIFT_WINDOW="200",
+        MEDSERVE_DRIFT_WINDOW=str(HEART_DRIFT_WINDOW),
         MEDSERVE_DRIFT_MIN_SAMPLES="50",
         MEDSERVE_MAX_INSTANCES_PER_REQUEST="100",
         MEDSERVE_MAX_BODY_BYTES="65536",

@@ -579,10 +579,12 @@ def medserve_service(
     """Serve a BentoML service (`bentos.x:Cls`) on a free loopback port until the block ends.
 
     `env` is the complete environment (MEDSERVE_HOME, BENTOML_HOME, model settings); `wrapper`
-    is a command prefix that execs the rest (e.g. a read-only root filesystem sandbox).
+    is a command prefix that execs the rest (e.g. a read-only root filesystem sandbox). Each
+    service gets its own BentoML home sharing the model store of `env["BENTOML_HOME"]`.
     """
     port, grpc_port = _free_ports(2)
     log_path = workdir / f"service-{port}.log"
+    env = env | {"BENTOML_HOME": str(_own_bentoml_home(Path(env["BENTOML_HOME"]), workdir, port))}
     cmd = [*wrapper, sys.executable, "-m", "bentoml", "serve", target, "--host", LOOPBACK]
     cmd += ["--port", str(port)]
     env = env | {"MEDSERVE_GRPC_HOST": LOOPBACK, "MEDSERVE_GRPC_PORT": str(grpc_port)}
@@ -592,6 +594,21 @@ def medserve_service(
         yield ServiceProcess(
             url=url, port=port, grpc_port=grpc_port, log_path=log_path, process=proc
         )
+
+
+def _own_bentoml_home(shared_home: Path, workdir: Path, port: int) -> Path:
+    """A BentoML home of one service whose `models` is the shared store.
+
+    BentoML empties `$BENTOML_HOME/prometheus_multiproc_dir` whenever a server starts, and every
+    server's workers keep their metric files there: services sharing one home would each export
+    a mix of all their series, or lose their own. A pod has its own; so does each service here.
+    """
+    shared = shared_home / "models"
+    shared.mkdir(parents=True, exist_ok=True)
+    own = workdir / f"bentoml-home-{port}"
+    own.mkdir(parents=True)
+    (own / "models").symlink_to(shared, target_is_directory=True)
+    return own
 
 
 # --------------------------------------------------------------------------- Pushgateway

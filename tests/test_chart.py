@@ -211,7 +211,7 @@ def test_pods_meet_the_restricted_pod_security_standard(documents: list[dict[str
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         assert all(set(v) <= {"name", "emptyDir"} for v in pod["volumes"])
-        for c in pod["containers"]:
+        for c in pod["containers"] + pod.get("initContainers", []):
             security = c["securityContext"]
             assert security["allowPrivilegeEscalation"] is False
             assert security["capabilities"]["drop"] == ["ALL"]
@@ -219,12 +219,27 @@ def test_pods_meet_the_restricted_pod_security_standard(documents: list[dict[str
             assert security["readOnlyRootFilesystem"] is True
             assert security.get("privileged", False) is False
             assert security["runAsNonRoot"] is True
-            assert "hostPort" not in str(c["ports"])
-            mounts = {m["mountPath"] for m in c["volumeMounts"]}
-            env = env_of(deployment)
-            # Everything the service writes lands on an emptyDir.
-            assert {"/tmp", env["MEDSERVE_HOME"]} <= mounts
-            assert env["HOME"] == "/tmp"
+            assert "hostPort" not in str(c.get("ports", []))
+        mounts = {m["mountPath"] for m in container(deployment)["volumeMounts"]}
+        env = env_of(deployment)
+        # Everything the service writes lands on an emptyDir: BentoML writes into its home.
+        assert {"/tmp", env["MEDSERVE_HOME"]} <= mounts
+        assert env["HOME"] == "/tmp"
+        assert env["BENTOML_HOME"].startswith(env["MEDSERVE_HOME"] + "/")
+
+
+def test_baked_models_are_copied_to_the_pod_home_only_without_a_model_store() -> None:
+    """The copy is tested for real in tests/test_chart_pods.py; with S3 the pod imports."""
+    for values, baked in (((), True), ((PRODUCTION_VALUES,), False)):
+        for deployment in of_kind(render(values), "Deployment").values():
+            pod = deployment["spec"]["template"]["spec"]
+            assert ("initContainers" in pod) is baked
+            if baked:
+                (init,) = pod["initContainers"]
+                init_env = {e["name"]: e["value"] for e in init["env"]}
+                assert init_env["BENTOML_HOME"] == env_of(deployment)["BENTOML_HOME"]
+                assert init_env["BAKED_BENTOML_HOME"] == "/home/bentoml"
+                assert init["image"] == container(deployment)["image"]
 
 
 def test_pod_env_names_are_settings_the_code_reads(documents: list[dict[str, Any]]) -> None:

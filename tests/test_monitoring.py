@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import HEART_DRIFT_WINDOW
 from tests.heart_samples import dataset_patients, shifted
 from tests.servers import PrometheusServer, ServiceProcess, prometheus_server
 
@@ -42,7 +44,20 @@ def _gauges(service: ServiceProcess, name: str) -> dict[str, float]:
     return values
 
 
+def _wait_for_full_window(service: ServiceProcess, timeout_s: float = 10) -> None:
+    """PSI gauges are recomputed at most every DRIFT_EXPORT_INTERVAL_S, trailing edge included:
+    the last batch of a burst shows up shortly after its answer, not with it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        samples = _gauges(service, "medserve_drift_window_samples")
+        if list(samples.values()) == [float(HEART_DRIFT_WINDOW)]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"drift window never filled: {samples}")
+
+
 def _feature_psi(service: ServiceProcess) -> dict[str, float]:
+    _wait_for_full_window(service)
     return {
         labels.split('feature="')[1].split('"')[0]: v
         for labels, v in _gauges(service, "medserve_feature_psi").items()
