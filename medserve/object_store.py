@@ -186,11 +186,16 @@ class S3Store:
                     yield StoredObject(key, int(item["Size"]))
 
     def reachable(self) -> bool:
-        """The bucket exists and these credentials may use it."""
+        """The bucket exists and these credentials may list this prefix.
+
+        A prefixed list rather than HeadBucket: HeadBucket carries no prefix, so a policy
+        allowing it would have to allow listing every key of the bucket (k8s/iam/).
+        """
         from botocore.exceptions import ClientError
 
+        prefix = f"{self.location.key}/" if self.location.key else ""
         try:
-            self.client.head_bucket(Bucket=self.location.bucket)
+            self.client.list_objects_v2(Bucket=self.location.bucket, Prefix=prefix, MaxKeys=1)
         except ClientError:
             return False
         return True
