@@ -40,6 +40,11 @@ def render(
     return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
 
 
+def resource_name(model: str) -> str:
+    """Name of a service's chart objects (`medserve.serviceName`): heart_risk -> rel-heart-risk."""
+    return f"{RELEASE}-{model.replace('_', '-')}"
+
+
 def of_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     """Rendered documents of one kind, by name."""
     return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
+from tests.chart_render import ROOT
 from tools.k8s_tools import fetch, tool_path
 
-ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 BASE = K8S / "base"
 # Overlay -> the namespace it deploys into.

@@ -25,7 +25,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from medserve.catalogue import SERVICES
-from tests.chart_render import RELEASE, ROOT, of_kind, render
+from tests.chart_render import ROOT, of_kind, render, resource_name
 from tests.servers import ServiceProcess, medserve_service
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -73,7 +73,7 @@ def pod(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[dict[str, Any], ServiceProcess]]:
     model = request.param
-    spec = deployments[f"{RELEASE}-{model.replace('_', '-')}"]["spec"]["template"]["spec"]
+    spec = deployments[resource_name(model)]["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     (init,) = spec["initContainers"]
     home: Path = tmp_path_factory.mktemp(f"pod-{model}")

@@ -28,7 +28,7 @@ import yaml
 
 from medserve.ecg.beats import NORMAL, BeatSet
 from medserve.ecg.synthetic import SyntheticEcgConfig, generate
-from tests.chart_render import CHART, RELEASE, of_kind, render
+from tests.chart_render import CHART, RELEASE, of_kind, render, resource_name
 from tests.conftest import CT_TARGET, ECG_TARGET, HEART_TARGET, service_env
 from tests.heart_samples import VALID_PATIENT, dataset_patients
 from tests.servers import PrometheusServer, ServiceProcess, medserve_service, prometheus_server
@@ -51,10 +51,6 @@ EXTERNAL_METRICS = {
 }
 KUBE_STATE_ALERTS = {"MedservePodNotReady", "MedserveNoReadyPods"}
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
-
-
-def service_name(model: str) -> str:
-    return f"{RELEASE}-{model.replace('_', '-')}"
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -185,9 +181,9 @@ def test_each_service_monitor_scrapes_the_port_the_pods_serve_metrics_on(
     services = of_kind(documents, "Service")
     deployments = of_kind(documents, "Deployment")
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert sorted(monitors) == sorted(service_name(m) for m in MODELS)
+    assert sorted(monitors) == sorted(resource_name(m) for m in MODELS)
     for entry in values["services"]:
-        name = service_name(entry["name"])
+        name = resource_name(entry["name"])
         spec = monitors[name]["spec"]
         assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
         (endpoint,) = spec["endpoints"]
@@ -273,11 +269,11 @@ def live(
     # The labels the Operator gives a ServiceMonitor target: job = the Service's name.
     target_labels = {
         f"127.0.0.1:{service.port}": {
-            "job": service_name(model),
+            "job": resource_name(model),
             "namespace": NAMESPACE,
-            "service": service_name(model),
+            "service": resource_name(model),
             "endpoint": "http",
-            "pod": f"{service_name(model)}-7d9c8b6f5-local",
+            "pod": f"{resource_name(model)}-7d9c8b6f5-local",
         }
         for model, service in services.items()
     }
@@ -296,7 +292,7 @@ def live(
         rule_files=[rule_file],
     ) as prometheus:
         for model in MODELS:
-            prometheus.wait_for_series(f'up{{job="{service_name(model)}"}} == 1')
+            prometheus.wait_for_series(f'up{{job="{resource_name(model)}"}} == 1')
         yield Live(services, prometheus, groups)
 
 
@@ -497,12 +493,12 @@ def test_every_service_alert_selects_the_services_real_series(traffic: Live) -> 
     results = wait_for_all(prometheus, queries)
     for label, series in results.items():
         model = label.rsplit(" ", 1)[1]
-        assert {s["metric"]["job"] for s in series} == {service_name(model)}, label
+        assert {s["metric"]["job"] for s in series} == {resource_name(model)}, label
         if label.startswith("medserve:request_latency_slo_miss"):
             assert all(0 <= float(s["value"][1]) <= 1 for s in series), label
     # The threshold the drift rules compare against is each service's own gauge.
     thresholds = finite_series(prometheus, "medserve_drift_psi_threshold")
-    assert {s["metric"]["job"] for s in thresholds} == {service_name(m) for m in MODELS}
+    assert {s["metric"]["job"] for s in thresholds} == {resource_name(m) for m in MODELS}
 
 
 def exported_names(service: ServiceProcess) -> set[str]:

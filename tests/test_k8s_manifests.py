@@ -31,6 +31,7 @@ from medserve.settings import Settings
 from tests.chart_render import PRODUCTION_VALUES
 from tests.k8s_render import BASE, K8S, OVERLAYS, RAY_KINDS, ROOT, load, ray_resources
 from tests.k8s_render import overlay as overlay_documents
+from tests.pod_security import restricted_violations
 from training.ct_pattern import CtTrainConfig
 from training.ecg_anomaly import EcgTrainConfig
 from training.heart_risk import HeartTrainConfig
@@ -138,37 +139,6 @@ def entrypoint_flags(module: str) -> frozenset[str]:
         cwd=ROOT,
     ).stdout  # fmt: skip
     return frozenset(re.findall(r"(?<![\w-])--[a-z][a-z-]+", out))
-
-
-def restricted_violations(pod: dict[str, Any], extra_contexts: list[dict[str, Any]]) -> list[str]:
-    """Breaches of the restricted Pod Security Standard, plus our read-only root filesystem."""
-    spec = pod["spec"]
-    found = []
-    pod_security = spec.get("securityContext", {})
-    for flag in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(flag):
-            found.append(flag)
-    if any("hostPath" in v for v in spec.get("volumes", [])):
-        found.append("hostPath volume")
-    if pod_security.get("seccompProfile", {}).get("type") != "RuntimeDefault":
-        found.append("pod seccompProfile")
-    contexts = [c.get("securityContext", {}) for c in containers(pod)] + extra_contexts
-    for context in contexts:
-        if not (context.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
-            found.append("runAsNonRoot")
-        if 0 in (context.get("runAsUser"), pod_security.get("runAsUser")):
-            found.append("runAsUser 0")
-        if context.get("privileged"):
-            found.append("privileged")
-        if context.get("allowPrivilegeEscalation") is not False:
-            found.append("allowPrivilegeEscalation")
-        if "ALL" not in context.get("capabilities", {}).get("drop", []):
-            found.append("capabilities not dropped")
-        if set(context.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
-            found.append("capabilities added")
-        if context.get("readOnlyRootFilesystem") is not True:
-            found.append("writable root filesystem")
-    return found
 
 
 # --------------------------------------------------------------------------- the validator
