@@ -9,18 +9,16 @@ import bentoml
 
 from medserve.ct.image_api import IMAGE_ROUTES
 from medserve.ct.model import MODEL_NAME, CtPatternModel
-from medserve.serving.gateway import Gateway
-from medserve.serving.service_base import MedserveService
-from medserve.serving.service_config import bentoml_config
+from medserve.serving.service import MedserveService, bentoml_config, http_api
 from medserve.settings import get_settings
 
-gateway = Gateway(extra_routes=IMAGE_ROUTES)
+http = http_api(IMAGE_ROUTES)
 
 
-@bentoml.asgi_app(gateway.app, path="/")
+@bentoml.asgi_app(http.app, path="/")
 @bentoml.service(name=MODEL_NAME, **bentoml_config(get_settings()))
 class CtPattern(MedserveService):
-    """The CT classifier behind the shared gateway (JSON, image bodies, OIP v2 REST + gRPC)."""
+    """The CT classifier behind the shared adapters (JSON, image bodies, OIP v2 REST + gRPC)."""
 
     model_class = CtPatternModel
-    gateway = gateway
+    http = http

@@ -10,18 +10,16 @@ import bentoml
 from medserve.ecg.model import MODEL_NAME, EcgAnomalyModel
 from medserve.ecg.review import REVIEW_ROUTES
 from medserve.ecg.strip_api import STRIP_ROUTES
-from medserve.serving.gateway import Gateway
-from medserve.serving.service_base import MedserveService
-from medserve.serving.service_config import bentoml_config
+from medserve.serving.service import MedserveService, bentoml_config, http_api
 from medserve.settings import get_settings
 
-gateway = Gateway(extra_routes=[*STRIP_ROUTES, *REVIEW_ROUTES])
+http = http_api([*STRIP_ROUTES, *REVIEW_ROUTES])
 
 
-@bentoml.asgi_app(gateway.app, path="/")
+@bentoml.asgi_app(http.app, path="/")
 @bentoml.service(name=MODEL_NAME, **bentoml_config(get_settings()))
 class EcgAnomaly(MedserveService):
-    """The ECG autoencoder behind the shared gateway (JSON, strips, review, OIP v2 REST + gRPC)."""
+    """The ECG autoencoder behind the shared adapters (JSON, strips, review, OIP v2 REST + gRPC)."""
 
     model_class = EcgAnomalyModel
-    gateway = gateway
+    http = http

@@ -9,18 +9,16 @@ import bentoml
 
 from medserve.heart.form import FORM_ROUTES
 from medserve.heart.model import MODEL_NAME, HeartRiskModel
-from medserve.serving.gateway import Gateway
-from medserve.serving.service_base import MedserveService
-from medserve.serving.service_config import bentoml_config
+from medserve.serving.service import MedserveService, bentoml_config, http_api
 from medserve.settings import get_settings
 
-gateway = Gateway(extra_routes=FORM_ROUTES)
+http = http_api(FORM_ROUTES)
 
 
-@bentoml.asgi_app(gateway.app, path="/")
+@bentoml.asgi_app(http.app, path="/")
 @bentoml.service(name=MODEL_NAME, **bentoml_config(get_settings()))
 class HeartRisk(MedserveService):
-    """The heart model behind the shared gateway (JSON, form, OIP v2 REST and gRPC)."""
+    """The heart model behind the shared adapters (JSON, form, OIP v2 REST and gRPC)."""
 
     model_class = HeartRiskModel
-    gateway = gateway
+    http = http

@@ -14,7 +14,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
@@ -180,6 +180,9 @@ def _add_missing_columns(engine: Engine) -> None:
 
 
 Waiter = Future[None] | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
+# A row as the writer inserts it: `PredictionRecord`'s fields. The serving hot path builds these
+# dicts directly; a pydantic model per row (and its dump) was measurable there.
+LogRow = Mapping[str, Any]
 
 
 def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
@@ -198,29 +201,30 @@ class PredictionLog:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         # SimpleQueue: a C-level put without the Condition round trip of queue.Queue.
-        self._queue: queue.SimpleQueue[tuple[list[PredictionRecord], Waiter]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Sequence[LogRow], Waiter]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # -- writing ---------------------------------------------------------------------------------
     def record(self, records: Sequence[PredictionRecord]) -> Future[None]:
-        """Queue rows for the next group commit; the future resolves once they are durable."""
+        """Queue records for the next group commit; the future resolves once they are durable."""
         done: Future[None] = Future()
-        self._enqueue(records, done)
+        self._enqueue([record.model_dump() for record in records], done)
         return done
 
-    async def record_async(self, records: Sequence[PredictionRecord], wait: bool = True) -> None:
-        """`record` for async callers; waits for the commit unless `wait` is False."""
+    async def record_async(self, rows: Sequence[LogRow], wait: bool = True) -> None:
+        """Queue rows (`PredictionRecord` fields) from async code; waits for the commit unless
+        `wait` is False."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._enqueue(records, (loop, done))
+        self._enqueue(rows, (loop, done))
         if wait:
             await done
 
-    def _enqueue(self, records: Sequence[PredictionRecord], waiter: Waiter) -> None:
+    def _enqueue(self, rows: Sequence[LogRow], waiter: Waiter) -> None:
         if self._writer is None or not self._writer.is_alive():
             self._start_writer()
-        self._queue.put((list(records), waiter))
+        self._queue.put((rows, waiter))
 
     def _start_writer(self) -> None:
         with self._lock:
@@ -245,8 +249,7 @@ class PredictionLog:
                 # Core executemany on the writer's own connection: one statement and one commit
                 # for the whole group, no ORM unit of work, no pool checkout.
                 with connection.begin():
-                    rows = [rec.model_dump() for recs, _ in pending for rec in recs]
-                    connection.execute(statement, rows)
+                    connection.execute(statement, [row for rows, _ in pending for row in rows])
             except Exception as exc:  # the callers decide; the writer keeps running
                 error = exc
                 connection.close()

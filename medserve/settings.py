@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = Field(
         default=64 * 1024 * 1024, ge=4 * 1024 * 1024, description="Images need more than 4 MiB."
     )
+    grpc_stream_max_in_flight: int = Field(
+        default=256,
+        ge=1,
+        description="Requests of one ModelStreamInfer stream in the data plane at once; beyond "
+        "it the stream is not read, so HTTP/2 flow control pushes back on the client.",
+    )
     workers: int = Field(default=1, ge=1, description="BentoML worker processes per service.")
     cpu_limit: int = Field(
         default=0,

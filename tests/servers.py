@@ -568,6 +568,20 @@ def metric_value(text: str, series: str) -> float:
     raise AssertionError(f"{series} not exported")
 
 
+def wait_for_metric(service: ServiceProcess, series: str, timeout_s: float = 15) -> str:
+    """The service's `/metrics` text once `series` is exported (drift gauges are exported by a
+    throttled timer after the batch that fed them, not with its answer)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, body = _http_get(f"{service.url}/metrics")
+        text = body.decode()
+        if status == 200 and any(line.startswith(series + " ") for line in text.splitlines()):
+            return text
+        if time.monotonic() >= deadline:
+            raise ServerTimeoutError(f"{series} not exported after {timeout_s:g}s")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def medserve_service(
     target: str,

@@ -233,13 +233,13 @@ def _string_constants(tree: ast.Module) -> dict[str, str]:
 
 
 def code_facts() -> tuple[set[str], set[str], set[str]]:
-    """From the serving code: (5xx error codes, 4xx error codes, transports that run inference).
+    """From the serving code: (5xx error codes, 4xx error codes, APIs that run inference).
 
-    Error codes are the `error` of every `ServiceError(status, "code", ...)`; transports the last
-    argument of every `predict_instances(...)` / `v2.infer(...)` call that is a literal or a
-    module constant (the others pass their caller's transport on).
+    Error codes are the `error` of every `ServiceError(status, "code", ...)`; APIs the last
+    argument of every `predict_instances(...)` / `infer(...)` / `_infer(...)` call that is a
+    literal or a module constant (the others pass their caller's API on).
     """
-    server, client, transports = set(), set(), set()
+    server, client, apis = set(), set(), set()
     for path in sorted((ROOT / "medserve").rglob("*.py")):
         tree = ast.parse(path.read_text())
         constants = _string_constants(tree)
@@ -252,13 +252,13 @@ def code_facts() -> tuple[set[str], set[str], set[str]]:
                 status, code = args[0], args[1]
                 if isinstance(status, ast.Constant) and isinstance(code, ast.Constant):
                     (server if status.value >= 500 else client).add(code.value)
-            if name in ("predict_instances", "infer") and args:
+            if name in ("predict_instances", "infer", "_infer") and args:
                 last = args[-1]
                 if isinstance(last, ast.Constant) and isinstance(last.value, str):
-                    transports.add(last.value)
+                    apis.add(last.value)
                 elif isinstance(last, ast.Name) and last.id in constants:
-                    transports.add(constants[last.id])
-    return server, client, transports
+                    apis.add(constants[last.id])
+    return server, client, apis
 
 
 def _matcher(expr: str, label: str) -> set[str]:
@@ -278,17 +278,18 @@ def test_error_rate_counts_exactly_the_server_errors_of_the_code(
             assert not _matcher(rule["expr"], "outcome") & client
 
 
-def test_latency_slo_covers_every_inference_transport_of_the_code(
+def test_latency_slo_covers_every_inference_api_of_the_code(
     default_groups: list[dict[str, Any]],
 ) -> None:
-    _, _, transports = code_facts()
-    assert {"http_json", "grpc", "v2_rest", "http_strip", "http_image", "form"} <= transports
+    _, _, apis = code_facts()
+    inference = {"http_json", "grpc", "grpc_stream", "v2_rest", "http_strip", "http_image", "form"}
+    assert inference <= apis
     records = [
         rule["expr"] for group in default_groups for rule in group["rules"] if "record" in rule
     ]
     assert len(records) == 7 * 3
     for expr in records:
-        assert _matcher(expr, "transport") == transports
+        assert _matcher(expr, "api") == apis
         assert 'outcome="ok"' in expr
 
 

@@ -13,11 +13,11 @@ import tritonclient.grpc as tgrpc
 
 from medserve import model_store
 from medserve.ecg.autoencoder import BeatScorer
-from medserve.ecg.beats import BEAT_SAMPLES, NORMAL, BeatSet
+from medserve.ecg.beats import BEAT_SAMPLES, LOGGED_BEAT_KEY, NORMAL, BeatSet, beat_from_log
 from medserve.ecg.synthetic import SyntheticEcgConfig, generate, simulate_strip
 from medserve.prediction_log import PredictionLog
 from medserve.settings import Settings
-from tests.servers import ServiceProcess, metric_value
+from tests.servers import ServiceProcess, metric_value, wait_for_metric
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +151,9 @@ def test_scored_beats_are_stored_compactly_and_listed(
     beats = _beats(unseen, NORMAL, n=2) + _beats(unseen, "inverted_t", "severe", 2)
     answers = predict(ecg_service, beats).json()["predictions"]
     stored = httpx.get(f"{ecg_service.url}/predictions/{answers[2]['prediction_id']}").json()
-    assert stored["inputs"] == {"beat": beats[2]}
-    assert len(stored["outputs"]["reconstruction"]) == BEAT_SAMPLES
+    assert set(stored["inputs"]) == {LOGGED_BEAT_KEY}  # float32 samples as base64, not JSON
+    assert np.array_equal(beat_from_log(stored["inputs"]), np.float32(beats[2]))
+    assert "reconstruction" not in stored["outputs"]  # recomputable from the beat and the tag
     assert stored["outputs"]["anomalous"] is True and stored["predicted_class"] == 1
     assert stored["model_tag"] == answers[2]["model_tag"]
     flagged = httpx.get(f"{ecg_service.url}/predictions", params={"predicted_class": 1}).json()
@@ -167,14 +168,15 @@ def test_metrics_show_error_distribution_anomaly_rate_and_beats_per_request(
 ) -> None:
     for _ in range(6):  # past the drift window's minimum of 50 beats
         assert predict(ecg_service, _beats(unseen, NORMAL, n=10)).status_code == 200
-    text = httpx.get(f"{ecg_service.url}/metrics").text
     model = 'model="ecg_anomaly"'
+    # The PSI gauges are exported by a throttled timer after the batch: wait for it.
+    text = wait_for_metric(ecg_service, f"medserve_prediction_psi{{{model}}}")
     assert metric_value(text, f"medserve_prediction_score_count{{{model}}}") >= 60
     assert metric_value(text, f'medserve_prediction_score_bucket{{le="0.05",{model}}}') > 0
     assert 0 <= metric_value(text, f"medserve_positive_rate{{{model}}}") <= 1
     assert metric_value(text, f"medserve_prediction_psi{{{model}}}") >= 0
     assert metric_value(text, f'medserve_feature_psi{{feature="peak_to_peak",{model}}}') >= 0
-    beats_per_request = 'medserve_instances_per_request_sum{model="ecg_anomaly",transport='
+    beats_per_request = 'medserve_instances_per_request_sum{model="ecg_anomaly",api='
     assert metric_value(text, beats_per_request + '"http_json"}') >= 60
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from medserve import model_store
 from medserve.ecg.autoencoder import BeatScorer, mae_threshold
-from medserve.ecg.beats import BEAT_SAMPLES, NORMAL
+from medserve.ecg.beats import BEAT_SAMPLES, NORMAL, logged_beat
 from medserve.ecg.model import KERAS_FILE
 from medserve.ecg.signal import segment_beats
 from medserve.ecg.synthetic import ABNORMAL_CLASSES, SEVERITIES, simulate_strip
@@ -89,7 +89,8 @@ def test_confirmed_beats_join_the_training_set(ecg_tag: str) -> None:
         LabelledExample(
             prediction_id=f"01J{i:023d}",
             created_at=datetime.now(UTC),
-            inputs={"beat": beat.tolist()},
+            # Both layouts the log has held: JSON numbers (older logs) and base64 float32.
+            inputs={"beat": beat.tolist()} if i < 2 else logged_beat(beat),
             outcome={"label": i % 2},
         )
         for i, beat in enumerate(beats[:4])

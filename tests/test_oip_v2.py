@@ -31,6 +31,15 @@ from tests.heart_samples import VALID_PATIENT
 from tests.servers import ServiceProcess, medserve_service
 
 MODEL = "heart_risk"
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+# One valid input tensor per model of the chart (the README's examples).
+EXAMPLE_TENSORS = {
+    "heart_risk": lambda: to_matrix([VALID_PATIENT]),
+    "ecg_anomaly": lambda: np.array(
+        [json.loads((EXAMPLES / "ecg_beat.json").read_text())], dtype=np.float32
+    ),
+    "ct_pattern": lambda: np.array([(EXAMPLES / "ct_slice.dcm").read_bytes()], dtype=object),
+}
 TRANSPORTS = ["grpc", "http"]
 CHART_VALUES = Path(__file__).resolve().parents[1] / "charts" / "medserve" / "values.yaml"
 
@@ -318,12 +327,11 @@ def test_chart_service_answers_v2_metadata_and_infer(
     )
     assert meta["name"] == spec["name"]
     module = tgrpc if transport == "grpc" else thttp
-    inputs = []
-    for name, array in model_class.tensors_from_instances([model_class.example]).items():
-        tensor = module.InferInput(name, list(array.shape), model_class.v2_inputs[0].datatype)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    result = c.infer(spec["name"], inputs)
+    (spec_in,) = model_class.v2_inputs
+    array = EXAMPLE_TENSORS[spec["name"]]()
+    tensor = module.InferInput(spec_in.name, list(array.shape), spec_in.datatype)
+    tensor.set_data_from_numpy(array)
+    result = c.infer(spec["name"], [tensor])
     for output in model_class.v2_outputs:
         assert result.as_numpy(output.name) is not None
     assert json.dumps(meta)  # metadata is plain JSON-able

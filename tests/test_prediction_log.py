@@ -45,7 +45,9 @@ def test_concurrent_records_are_all_committed(tmp_path: Path) -> None:
     ids = new_ids(500)
 
     async def write() -> None:
-        await asyncio.gather(*(log.record_async([_record(i, value=n)]) for n, i in enumerate(ids)))
+        await asyncio.gather(
+            *(log.record_async([_record(i, value=n).model_dump()]) for n, i in enumerate(ids))
+        )
 
     asyncio.run(write())
     assert len(log.recent("m", limit=1000)) == 500

@@ -10,8 +10,8 @@ import pytest
 
 from medserve.serving.batching import AdaptiveBatcher
 from medserve.serving.errors import ServiceError
-from medserve.serving.grpc_server import STATUS_CODES
-from medserve.serving.v2 import (
+from medserve.serving.oip_grpc import STATUS_CODES
+from medserve.serving.tensors import (
     NUMPY_TYPES,
     datatype_of,
     tensor_from_json,

@@ -31,7 +31,7 @@ from medserve.ecg.autoencoder import (
     ScorerParams,
     mae_threshold,
 )
-from medserve.ecg.beats import BEAT_SAMPLES, NORMAL, BeatSet
+from medserve.ecg.beats import BEAT_SAMPLES, NORMAL, BeatSet, beat_from_log
 from medserve.ecg.ecg5000 import load_ecg5000
 from medserve.ecg.model import DRIFT_FEATURES, KERAS_FILE, MODEL_NAME, drift_features
 from medserve.ecg.synthetic import SyntheticEcgConfig, load_or_generate
@@ -89,7 +89,7 @@ def training_beats(config: EcgTrainConfig) -> BeatSet:
 
 def feedback_beats(examples: Sequence[LabelledExample]) -> tuple[BeatSet, list[str]]:
     """Clinician-confirmed beats from the review loop, and their prediction ids."""
-    beats = np.array([e.inputs["beat"] for e in examples], dtype=np.float32)
+    beats = np.array([beat_from_log(e.inputs) for e in examples], dtype=np.float32)
     labels = np.array(
         [CONFIRMED_ANOMALOUS if e.outcome["label"] else NORMAL for e in examples], dtype=object
     ).astype(str)

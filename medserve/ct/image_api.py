@@ -15,16 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from medserve.ct.imaging import DecodedSlice, ImageRejected, Window, decode_slice, model_input
+from medserve.ct.imaging import DecodedSlice, ImageRejected, model_input
 from medserve.ct.model import CtPatternModel
-from medserve.ct.schema import CtSlice
+from medserve.ct.schema import CtSlice, decode
 from medserve.ct.settings import get_ct_settings
+from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError, field_errors, validation_error
-from medserve.serving.gateway import ExtraRoute, Gateway, PredictResponse
-from medserve.serving.requests import read_body
+from medserve.serving.http_api import HttpRoute, json_response, predictions_payload, read_body
 
-PREDICT_TRANSPORT = "http_image"
-SALIENCY_TRANSPORT = "http_saliency"
+PREDICT_API = "http_image"
+SALIENCY_API = "http_saliency"
 
 
 class ImageQuery(BaseModel):
@@ -43,43 +43,38 @@ def _query(request: Request) -> ImageQuery:
         raise validation_error(field_errors(exc, lambda _: None)) from None
 
 
-async def _decoded_body(request: Request) -> DecodedSlice:
-    settings = get_ct_settings()
-    body = await read_body(request, settings.max_image_bytes)
+async def _body(request: Request) -> bytes:
+    body = await read_body(request, get_ct_settings().max_image_bytes)
     if not body:
         raise ServiceError(400, "empty_body", "send the slice file as the request body")
-    window = Window(settings.window_center, settings.window_width)
-    sides = (settings.min_image_side, settings.max_image_side)
+    return body
+
+
+async def _decoded_body(request: Request) -> DecodedSlice:
     try:
-        return await asyncio.to_thread(decode_slice, body, window, settings.max_image_bytes, sides)
+        return await asyncio.to_thread(decode, await _body(request))
     except ImageRejected as exc:
         raise ServiceError(exc.status, exc.code, exc.detail, field="image") from None
 
 
-def _ct_model(gateway: Gateway) -> CtPatternModel:
-    model = gateway.ready_pipeline.model
+def _ct_model(plane: DataPlane) -> CtPatternModel:
+    model = plane.model
     assert isinstance(model, CtPatternModel)
     return model
 
 
-async def predict_image(request: Request, gateway: Gateway, request_id: str) -> Response:
+async def predict_image(request: Request, plane: DataPlane, request_id: str) -> Response:
     query = _query(request)
-    decoded = await _decoded_body(request)
-    instance = CtSlice(image=decoded, include_identifiers=query.identifiers)
-    answers = await gateway.predict_instances([instance], request_id, PREDICT_TRANSPORT)
-    model = _ct_model(gateway)
-    payload = PredictResponse(
-        model=model.name,
-        model_tag=model.tag,
-        request_id=request_id,
-        predictions=[answer.model_dump() for answer in answers],
+    instance = CtSlice.model_construct(
+        image=await _body(request), include_identifiers=query.identifiers
     )
-    return Response(payload.model_dump_json(), media_type="application/json")
+    answered = await plane.predict_instances([instance], request_id, PREDICT_API)
+    return json_response(predictions_payload(plane, request_id, answered.rows()))
 
 
-async def saliency(request: Request, gateway: Gateway, request_id: str) -> Response:
+async def saliency(request: Request, plane: DataPlane, request_id: str) -> Response:
     query = _query(request)
-    model = _ct_model(gateway)
+    model = _ct_model(plane)
     if not model.settings.saliency:
         raise ServiceError(404, "saliency_disabled", "saliency is off (MEDSERVE_CT_SALIENCY)")
     if query.target_class is not None and query.target_class not in model.classes:
@@ -98,9 +93,7 @@ async def saliency(request: Request, gateway: Gateway, request_id: str) -> Respo
     return Response(png, media_type="image/png", headers=headers)
 
 
-IMAGE_ROUTES = [
-    ExtraRoute(
-        path="/predict/image", handler=predict_image, methods=["POST"], transport=PREDICT_TRANSPORT
-    ),
-    ExtraRoute(path="/saliency", handler=saliency, methods=["POST"], transport=SALIENCY_TRANSPORT),
-]
+IMAGE_ROUTES = (
+    HttpRoute("/predict/image", predict_image, PREDICT_API, ("POST",)),
+    HttpRoute("/saliency", saliency, SALIENCY_API, ("POST",)),
+)

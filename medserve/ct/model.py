@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import base64
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
-from medserve import model_store
 from medserve.ct.gradcam import GradCam, overlay_png
-from medserve.ct.imaging import AIR_MAX_HU, LUNG_DENSITY_MAX_HU, Window, model_input
+from medserve.ct.imaging import (
+    AIR_MAX_HU,
+    LUNG_DENSITY_MAX_HU,
+    DecodedSlice,
+    ImageRejected,
+    Window,
+    model_input,
+)
 from medserve.ct.runtime import (
     ExecutionPlan,
     InferenceRunner,
@@ -21,12 +26,13 @@ from medserve.ct.runtime import (
     open_runner,
     plan_execution,
 )
-from medserve.ct.schema import CtPrediction, CtSlice
+from medserve.ct.schema import CtPrediction, CtSlice, decode
 from medserve.ct.settings import CtSettings, get_ct_settings
 from medserve.drift import ReferenceProfile
 from medserve.serving.batching import BatchLimits
-from medserve.serving.model_server import ServedModel
-from medserve.serving.v2 import TensorSpec
+from medserve.serving.errors import ServiceError
+from medserve.serving.model import Columns, ModelInputs, ServedModel, StoredModel
+from medserve.serving.tensors import TensorSpec
 from medserve.settings import Settings, get_settings
 
 MODEL_NAME = "ct_pattern"
@@ -36,7 +42,6 @@ DRIFT_FEATURES = ("mean_intensity", "intensity_std", "lung_density_share")
 # (per-batch costs in the service), large ones lose (memory bandwidth): bench/ct_serving.py.
 SMALL_INPUT_SIDE = 256
 SMALL_INPUT_BATCH = 4
-EXAMPLE_FILE = Path(__file__).with_name("example_slice.dcm")
 OOD_WARNING = "lung field {fraction:.0%} of the body (< {minimum:.0%}): not a lung slice?"
 LOW_CONFIDENCE_WARNING = "top probability {confidence:.2f} < {minimum:.2f}"
 
@@ -61,15 +66,15 @@ class CtPatternModel(ServedModel):
 
     name = MODEL_NAME
     instance_schema = CtSlice
+    answer_schema = CtPrediction
     instances_key = "instances"
+    # Decoding (JPEG 2000 slices take tens of milliseconds), resizing, the model and the drift
+    # statistics all run in threads: NumPy, Pillow and ONNX Runtime release the GIL.
+    preprocess_in_thread = True
     predict_in_thread = True
-    # A 128-px synthetic NSIP slice (DICOM), base64 as a JSON client sends it.
-    example: ClassVar[dict[str, str]] = {
-        "image": base64.b64encode(EXAMPLE_FILE.read_bytes()).decode()
-    }
     v2_inputs = (TensorSpec(name="image", datatype="BYTES", shape=[-1]),)
     v2_outputs = (
-        TensorSpec(name="class", datatype="BYTES", shape=[-1]),
+        TensorSpec(name="class", datatype="BYTES", shape=[-1], column="predicted_class"),
         TensorSpec(name="probabilities", datatype="FP32", shape=[-1, -1]),
         TensorSpec(name="out_of_distribution", datatype="BOOL", shape=[-1]),
         TensorSpec(name="lung_field_fraction", datatype="FP32", shape=[-1]),
@@ -92,6 +97,7 @@ class CtPatternModel(ServedModel):
         self.runner = runner
         self.reference = reference
         self.classes = tuple(classes)
+        self.keyed_columns = {"probabilities": self.classes}
         self.image_size = image_size
         self.folder = folder
         self.settings = settings
@@ -100,21 +106,19 @@ class CtPatternModel(ServedModel):
         self._gradcam_instance: GradCam | None = None
 
     @classmethod
-    def load(cls, tag: str) -> CtPatternModel:
-        full_tag = model_store.resolve_tag(tag)
-        folder = model_store.model_folder(full_tag)
-        card = model_store.load_card(full_tag)
+    def from_store(cls, stored: StoredModel) -> CtPatternModel:
+        card = stored.card()
         settings = get_ct_settings()
         platform = get_settings()
         plan = plan_execution(settings, platform.workers, platform.cores)
         return cls(
-            tag=full_tag,
-            runner=open_runner(folder, settings, plan),
+            tag=stored.tag,
+            runner=open_runner(stored.folder, settings, plan),
             plan=plan,
-            reference=model_store.load_reference(full_tag),
+            reference=stored.reference,
             classes=card["classes"],
             image_size=int(card["image_size"]),
-            folder=folder,
+            folder=stored.folder,
             settings=settings,
         )
 
@@ -122,91 +126,77 @@ class CtPatternModel(ServedModel):
         cap = min(settings.max_batch_size, batch_cap(self.settings, self.image_size))
         return BatchLimits(cap, self.plan.concurrent_batches)
 
-    def preprocess(self, instances: Sequence[BaseModel]) -> np.ndarray:
-        slices = [instance.image for instance in instances]  # type: ignore[attr-defined]
-        return np.stack([model_input(s.windowed, self.image_size) for s in slices])
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        return self.runner.predict(rows)
-
-    def postprocess(
-        self, output: np.ndarray, prediction_id: str, instance: BaseModel
-    ) -> CtPrediction:
-        assert isinstance(instance, CtSlice)
-        decoded = instance.image
-        confidence = float(output.max())
-        warnings = []
-        out_of_distribution = decoded.lung_field_fraction < self.settings.min_lung_fraction
-        if out_of_distribution:
-            warnings.append(
-                OOD_WARNING.format(
-                    fraction=decoded.lung_field_fraction, minimum=self.settings.min_lung_fraction
-                )
-            )
-        low_confidence = confidence < self.settings.min_confidence
-        if low_confidence:
-            warnings.append(
-                LOW_CONFIDENCE_WARNING.format(
-                    confidence=confidence, minimum=self.settings.min_confidence
-                )
-            )
-        return CtPrediction(
-            prediction_id=prediction_id,
-            predicted_class=self.classes[int(output.argmax())],
-            probabilities={c: float(p) for c, p in zip(self.classes, output, strict=True)},
-            confidence=confidence,
-            low_confidence=low_confidence,
-            out_of_distribution=out_of_distribution,
-            lung_field_fraction=decoded.lung_field_fraction,
-            warnings=warnings,
-            input_format=decoded.source_format,
-            model_tag=self.tag,
-            identifiers=dict(decoded.identifiers) if instance.include_identifiers else None,
-        )
-
-    def logged_inputs(self, instance: BaseModel) -> dict[str, Any]:
-        """A fingerprint of the file, never its pixels or identifiers."""
-        decoded = instance.image  # type: ignore[attr-defined]
-        rows, columns = decoded.windowed.shape
-        return {
-            "sha256": decoded.sha256,
-            "format": decoded.source_format,
-            "rows": rows,
-            "columns": columns,
-            "lung_field_fraction": round(decoded.lung_field_fraction, 4),
-        }
-
-    def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
-        last = outputs.shape[1] - 1
-        return drift_features(rows, self.window), outputs[:, last], outputs.argmax(1) == last
+    def preprocess(self, instances: Sequence[BaseModel]) -> ModelInputs:
+        """Decode every file (refusing what the model must not read) and resize it."""
+        slices = [_decoded(instance, i, len(instances)) for i, instance in enumerate(instances)]
+        rows = np.stack([model_input(s.windowed, self.image_size) for s, _ in slices])
+        return ModelInputs(rows, context=slices)
 
     def instances_from_tensors(self, tensors: Mapping[str, np.ndarray]) -> list[Any]:
         """`image` [n] BYTES: each element one file (base64 text is accepted too)."""
         return [{"image": bytes(item)} for item in tensors["image"].reshape(-1)]
 
-    @classmethod
-    def tensors_from_instances(cls, instances: Sequence[Any]) -> dict[str, np.ndarray]:
-        files = [base64.b64decode(i["image"]) if isinstance(i, dict) else i for i in instances]
-        return {"image": np.array(files, dtype=object)}
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        return self.runner.predict(rows)
 
-    def tensors_from_answers(self, answers: Sequence[BaseModel]) -> dict[str, np.ndarray]:
-        predictions = [CtPrediction.model_validate(a) for a in answers]
+    def predicted_classes(self, outputs: np.ndarray) -> np.ndarray:
+        return outputs.argmax(axis=1)
+
+    def postprocess(self, outputs: np.ndarray, inputs: ModelInputs) -> Columns:
+        slices = [decoded for decoded, _ in inputs.context]
+        fractions = np.array([s.lung_field_fraction for s in slices], dtype=np.float64)
+        confidence = outputs.max(axis=1).astype(np.float64)
+        ood = fractions < self.settings.min_lung_fraction
+        low = confidence < self.settings.min_confidence
         return {
-            "class": np.array([p.predicted_class.encode() for p in predictions], dtype=object),
-            "probabilities": np.array(
-                [[p.probabilities[c] for c in self.classes] for p in predictions],
-                dtype=np.float32,
+            "predicted_class": np.array(self.classes, dtype=object)[outputs.argmax(axis=1)],
+            "probabilities": outputs.astype(np.float64),
+            "confidence": confidence,
+            "low_confidence": low,
+            "out_of_distribution": ood,
+            "lung_field_fraction": fractions,
+            "warnings": _objects(
+                self._warnings(*flags)
+                for flags in zip(fractions, confidence, ood, low, strict=True)
             ),
-            "out_of_distribution": np.array(
-                [p.out_of_distribution for p in predictions], dtype=np.bool_
-            ),
-            "lung_field_fraction": np.array(
-                [p.lung_field_fraction for p in predictions], dtype=np.float32
-            ),
-            "prediction_id": np.array(
-                [p.prediction_id.encode() for p in predictions], dtype=object
+            "input_format": np.array([s.source_format for s in slices], dtype=object),
+            "model_tag": np.full(len(slices), self.tag, dtype=object),
+            "identifiers": _objects(
+                dict(decoded.identifiers) if wanted else None for decoded, wanted in inputs.context
             ),
         }
+
+    def _warnings(
+        self, fraction: float, confidence: float, ood: bool, low_confidence: bool
+    ) -> list[str]:
+        warnings = []
+        if ood:
+            minimum = self.settings.min_lung_fraction
+            warnings.append(OOD_WARNING.format(fraction=fraction, minimum=minimum))
+        if low_confidence:
+            minimum = self.settings.min_confidence
+            warnings.append(LOW_CONFIDENCE_WARNING.format(confidence=confidence, minimum=minimum))
+        return warnings
+
+    def logged_inputs(self, inputs: ModelInputs) -> list[dict[str, Any]]:
+        """A fingerprint of each file, never its pixels or identifiers."""
+        logged = []
+        for decoded, _ in inputs.context:
+            rows, columns = decoded.windowed.shape
+            logged.append(
+                {
+                    "sha256": decoded.sha256,
+                    "format": decoded.source_format,
+                    "rows": rows,
+                    "columns": columns,
+                    "lung_field_fraction": round(decoded.lung_field_fraction, 4),
+                }
+            )
+        return logged
+
+    def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        last = outputs.shape[1] - 1
+        return drift_features(rows, self.window), outputs[:, last], outputs.argmax(1) == last
 
     def saliency_png(
         self, windowed: np.ndarray, image: np.ndarray, target_class: str | None
@@ -227,3 +217,21 @@ class CtPatternModel(ServedModel):
 
     def allowed(self, field: str) -> str | None:
         return "a DICOM CT slice (base64 in JSON), or a lung-windowed grayscale PNG/JPEG"
+
+
+def _decoded(instance: BaseModel, index: int, count: int) -> tuple[DecodedSlice, bool]:
+    """One instance's decoded slice and whether its identifiers are wanted back."""
+    assert isinstance(instance, CtSlice)
+    try:
+        return decode(instance.image), instance.include_identifiers
+    except ImageRejected as exc:
+        where = f"instance {index}: " if count > 1 else ""
+        raise ServiceError(exc.status, exc.code, where + exc.detail, field="image") from None
+
+
+def _objects(values: Iterable[Any]) -> np.ndarray:
+    """An object column (lists and dicts kept whole, not spread into dimensions)."""
+    items = list(values)
+    column = np.empty(len(items), dtype=object)
+    column[:] = items
+    return column

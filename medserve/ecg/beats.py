@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 BEAT_SAMPLES = 140  # samples per beat, RR-normalised (as in ECG5000)
 NORMAL = "normal"
+# How the prediction log keeps a beat: its 140 samples as little-endian float32, base64 text
+# (748 characters, against ~1,300 for JSON numbers, and no Python float per sample to format).
+LOGGED_BEAT_KEY = "beat_float32_base64"
+LEGACY_BEAT_KEY = "beat"  # logs written before: a JSON list of numbers
+
+
+def logged_beat(beat: np.ndarray) -> dict[str, str]:
+    """One beat as the prediction log stores it."""
+    raw = np.ascontiguousarray(beat, dtype="<f4").tobytes()
+    return {LOGGED_BEAT_KEY: base64.b64encode(raw).decode("ascii")}
+
+
+def beat_from_log(inputs: Mapping[str, Any]) -> np.ndarray:
+    """The float32 samples of a logged beat (either layout the log has held)."""
+    if LOGGED_BEAT_KEY in inputs:
+        raw = base64.b64decode(inputs[LOGGED_BEAT_KEY], validate=True)
+        beat = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    else:
+        beat = np.asarray(inputs[LEGACY_BEAT_KEY], dtype=np.float32)
+    if beat.shape != (BEAT_SAMPLES,):
+        raise ValueError(f"a logged beat holds {beat.size} samples, not {BEAT_SAMPLES}")
+    return beat
 
 
 @dataclass(frozen=True)

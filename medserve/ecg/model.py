@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
-from medserve import model_store
 from medserve.drift import ReferenceProfile
 from medserve.ecg.autoencoder import BeatScorer
-from medserve.ecg.beats import BEAT_SAMPLES
-from medserve.ecg.schema import BeatScore, EcgBeat
-from medserve.serving.model_server import ServedModel
-from medserve.serving.v2 import TensorSpec
+from medserve.ecg.beats import BEAT_SAMPLES, logged_beat
+from medserve.ecg.schema import MAX_ABS_SAMPLE, BeatScore, EcgBeat
+from medserve.serving.model import Columns, ModelInputs, ServedModel, StoredModel
+from medserve.serving.tensors import TensorSpec
 
 MODEL_NAME = "ecg_anomaly"
 KERAS_FILE = "autoencoder.keras"
 # Beat-level drift features besides the reconstruction error: a gain or baseline change at a
 # site (another ECG cart, other filtering) shows here before the anomaly rate moves.
 DRIFT_FEATURES = ("peak_to_peak", "mean")
-EXAMPLE_BEAT_FILE = Path(__file__).with_name("example_beat.json")
-RECONSTRUCTION_DECIMALS = 5  # 10 nV in mV: far below ECG noise, keeps answers and log small
+RECONSTRUCTION_DECIMALS = 5  # 10 nV in mV: far below ECG noise, keeps answers small
 
 
 def drift_features(beats: np.ndarray) -> np.ndarray:
@@ -36,12 +32,16 @@ def drift_features(beats: np.ndarray) -> np.ndarray:
 class EcgAnomalyModel(ServedModel):
     """A loaded autoencoder with its normalisation bounds and threshold.
 
-    Output row per beat: [MAE, reconstruction (140 values in the input's units)].
+    Rows are float32 beats [n, 140]; output row per beat: [MAE, reconstruction (140 values in
+    the input's units)]. The log keeps the beat and the verdict, not the reconstruction: it is
+    recomputed from the logged beat and the model tag (the review page does).
     """
 
     name = MODEL_NAME
     instance_schema = EcgBeat
+    answer_schema = BeatScore
     instances_key = "beats"
+    unlogged_columns = frozenset({"reconstruction", "model_tag"})
     v2_inputs = (
         TensorSpec(
             name="beats",
@@ -57,7 +57,6 @@ class EcgAnomalyModel(ServedModel):
         TensorSpec(name="threshold", datatype="FP32", shape=[-1]),
         TensorSpec(name="prediction_id", datatype="BYTES", shape=[-1]),
     )
-    example: list[float] = json.loads(EXAMPLE_BEAT_FILE.read_text())
 
     def __init__(self, tag: str, scorer: BeatScorer, reference: ReferenceProfile) -> None:
         self.tag = tag
@@ -66,62 +65,51 @@ class EcgAnomalyModel(ServedModel):
         self.threshold = scorer.params.threshold
 
     @classmethod
-    def load(cls, tag: str) -> EcgAnomalyModel:
-        full_tag = model_store.resolve_tag(tag)
-        return cls(
-            tag=full_tag,
-            scorer=BeatScorer.load(model_store.model_folder(full_tag)),
-            reference=model_store.load_reference(full_tag),
-        )
+    def from_store(cls, stored: StoredModel) -> EcgAnomalyModel:
+        return cls(stored.tag, BeatScorer.load(stored.folder), stored.reference)
 
-    def preprocess(self, instances: Sequence[BaseModel]) -> np.ndarray:
-        return np.array([beat.root for beat in instances], dtype=np.float32)  # type: ignore[attr-defined]
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        reconstruction, mae = self.scorer.score(rows)
-        # float64 rows: rounded float32 values would print as 0.030150000005960464 in JSON.
-        return np.column_stack([mae, reconstruction]).astype(np.float64)
-
-    def postprocess(self, output: np.ndarray, prediction_id: str, instance: BaseModel) -> BeatScore:
-        mae = float(output[0])
-        return BeatScore(
-            prediction_id=prediction_id,
-            anomalous=mae > self.threshold,
-            mae=mae,
-            threshold=self.threshold,
-            model_tag=self.tag,
-            reconstruction=np.round(output[1:], RECONSTRUCTION_DECIMALS).tolist(),
-        )
-
-    def predicted_class(self, output: np.ndarray) -> int:
-        return int(output[0] > self.threshold)
-
-    def logged_inputs(self, instance: BaseModel) -> dict[str, Any]:
-        return {"beat": instance.root}  # type: ignore[attr-defined]
-
-    def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
-        mae = outputs[:, 0]
-        return drift_features(rows), mae, mae > self.threshold
+    def preprocess(self, instances: Sequence[BaseModel]) -> ModelInputs:
+        return ModelInputs(np.array([beat.root for beat in instances], dtype=np.float32))  # type: ignore[attr-defined]
 
     def instances_from_tensors(self, tensors: Mapping[str, np.ndarray]) -> list[Any]:
         """`beats` [n, 140] raw samples (the schema rejects NaN and out-of-range values)."""
         return np.asarray(tensors["beats"], dtype=np.float64).tolist()
 
-    @classmethod
-    def tensors_from_instances(cls, instances: Sequence[Any]) -> dict[str, np.ndarray]:
-        return {"beats": np.asarray(instances, dtype=np.float32).reshape(-1, BEAT_SAMPLES)}
+    def trusted_inputs(self, tensors: Mapping[str, np.ndarray]) -> ModelInputs | None:
+        beats = tensors["beats"]
+        if not (np.isfinite(beats).all() and (np.abs(beats) <= MAX_ABS_SAMPLE).all()):
+            return None
+        return ModelInputs(np.asarray(beats, dtype=np.float32))
 
-    def tensors_from_answers(self, answers: Sequence[BaseModel]) -> dict[str, np.ndarray]:
-        scores = [BeatScore.model_validate(a) for a in answers]
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        reconstruction, mae = self.scorer.score(rows)
+        return np.column_stack([mae, reconstruction])
+
+    def predicted_classes(self, outputs: np.ndarray) -> np.ndarray:
+        return (outputs[:, 0] > self.threshold).astype(np.int64)
+
+    def postprocess(self, outputs: np.ndarray, inputs: ModelInputs) -> Columns:
+        mae = outputs[:, 0].astype(np.float64)
+        count = len(outputs)
         return {
-            "reconstruction": np.array(
-                [s.reconstruction for s in scores], dtype=np.float32
-            ).reshape(-1, BEAT_SAMPLES),
-            "mae": np.array([s.mae for s in scores], dtype=np.float32),
-            "anomalous": np.array([s.anomalous for s in scores], dtype=np.bool_),
-            "threshold": np.array([s.threshold for s in scores], dtype=np.float32),
-            "prediction_id": np.array([s.prediction_id.encode() for s in scores], dtype=object),
+            "anomalous": mae > self.threshold,
+            "mae": mae,
+            "threshold": np.full(count, self.threshold),
+            "model_tag": np.full(count, self.tag, dtype=object),
+            "reconstruction": np.round(outputs[:, 1:].astype(np.float64), RECONSTRUCTION_DECIMALS),
         }
 
+    def reconstruct(self, beat: np.ndarray) -> np.ndarray:
+        """The reconstruction of one beat, as answered (the review page plots it)."""
+        outputs = self.predict(np.asarray(beat, dtype=np.float32)[np.newaxis])
+        return np.round(outputs[0, 1:].astype(np.float64), RECONSTRUCTION_DECIMALS)
+
+    def logged_inputs(self, inputs: ModelInputs) -> list[dict[str, Any]]:
+        return [logged_beat(beat) for beat in inputs.rows]
+
+    def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        mae = outputs[:, 0]
+        return drift_features(rows), mae, mae > self.threshold
+
     def allowed(self, field: str) -> str | None:
-        return f"{BEAT_SAMPLES} finite samples per beat, each within +-100"
+        return f"{BEAT_SAMPLES} finite samples per beat, each within +-{MAX_ABS_SAMPLE:g}"

@@ -7,6 +7,7 @@ where `ray_jobs/train.py ecg_anomaly --with-feedback` reads labelled beats from.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, time, timedelta
 from html import escape
 
@@ -14,13 +15,15 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from medserve.ecg.beats import beat_from_log
+from medserve.ecg.model import EcgAnomalyModel
 from medserve.ecg.settings import get_ecg_settings
 from medserve.prediction_log import PredictionRecord, UnknownPrediction
+from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError
-from medserve.serving.gateway import ExtraRoute, Gateway
-from medserve.serving.requests import read_body
+from medserve.serving.http_api import HttpRoute, read_body
 
-TRANSPORT = "review"
+API = "review"
 FLAGS = {"all": None, "anomalous": 1, "normal": 0}
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 VERDICT_PT = {True: "Anômalo", False: "Normal"}
@@ -40,7 +43,7 @@ label{{display:flex;flex-direction:column}} .confirmed{{background:#e8f5e9;paddi
 </body></html>"""
 
 
-def beat_plot_svg(original: list[float], reconstruction: list[float]) -> str:
+def beat_plot_svg(original: np.ndarray, reconstruction: np.ndarray) -> str:
     """Original beat, reconstruction and the absolute error between them, as inline SVG."""
     x_original, x_reconstruction = np.asarray(original), np.asarray(reconstruction)
     error = np.abs(x_original - x_reconstruction)
@@ -83,8 +86,8 @@ def beat_plot_svg(original: list[float], reconstruction: list[float]) -> str:
     )
 
 
-def _page(gateway: Gateway, body: str, status: int = 200) -> HTMLResponse:
-    tag = escape(gateway.ready_pipeline.model.tag)
+def _page(plane: DataPlane, body: str, status: int = 200) -> HTMLResponse:
+    tag = escape(plane.model.tag)
     return HTMLResponse(PAGE.format(model_tag=tag, body=body), status_code=status)
 
 
@@ -109,22 +112,21 @@ def _row(record: PredictionRecord, confirmed: dict | None) -> str:
     )
 
 
-async def list_beats(request: Request, gateway: Gateway, request_id: str) -> Response:
-    pipeline = gateway.ready_pipeline
+async def list_beats(request: Request, plane: DataPlane, request_id: str) -> Response:
     flag = request.query_params.get("flag", "all")
     if flag not in FLAGS:
         raise ServiceError(422, "validation_error", f"flag is one of {list(FLAGS)}", field="flag")
     since_text = request.query_params.get("since", "")
     until_text = request.query_params.get("until", "")
     since, until = _day(since_text, "since"), _day(until_text, "until")
-    records = pipeline.log.recent(
-        pipeline.model.name,
+    records = plane.log.recent(
+        plane.model.name,
         limit=get_ecg_settings().review_page_size,
         predicted_class=FLAGS[flag],
         since=since,
         until=None if until is None else until + timedelta(days=1),  # inclusive day
     )
-    confirmed = pipeline.log.feedback_for([r.id for r in records])
+    confirmed = plane.log.feedback_for([r.id for r in records])
     options = "".join(
         f'<option value="{key}"{" selected" if key == flag else ""}>{key}</option>' for key in FLAGS
     )
@@ -141,21 +143,39 @@ async def list_beats(request: Request, gateway: Gateway, request_id: str) -> Res
         f"<th>Veredito do modelo</th><th>Revisão</th></tr></thead><tbody>{rows}</tbody></table>"
         + ("" if records else '<p id="empty">Nenhum batimento.</p>')
     )
-    return _page(gateway, body)
+    return _page(plane, body)
 
 
-def _record_of(gateway: Gateway, prediction_id: str) -> PredictionRecord:
-    record = gateway.ready_pipeline.log.get(prediction_id)
-    if record is None or record.model != gateway.ready_pipeline.model.name:
+def _record_of(plane: DataPlane, prediction_id: str) -> PredictionRecord:
+    record = plane.log.get(prediction_id)
+    if record is None or record.model != plane.model.name:
         raise ServiceError(404, "unknown_prediction", "no such prediction id")
     return record
 
 
-async def show_beat(request: Request, gateway: Gateway, request_id: str) -> Response:
-    record = _record_of(gateway, request.path_params["prediction_id"])
+@functools.lru_cache(maxsize=4)
+def _stored_model(tag: str) -> EcgAnomalyModel:
+    return EcgAnomalyModel.load(tag)
+
+
+def _reconstruction(plane: DataPlane, record: PredictionRecord, beat: np.ndarray) -> np.ndarray:
+    """The reconstruction the model that scored the beat answered: logs keep only the beat, so
+    it is recomputed, with that model's stored weights if it is no longer the served one."""
+    if "reconstruction" in record.outputs:  # logs written before the beat-only layout
+        return np.asarray(record.outputs["reconstruction"])
+    model = plane.model
+    if record.model_tag != model.tag:
+        model = _stored_model(record.model_tag)
+    assert isinstance(model, EcgAnomalyModel)
+    return model.reconstruct(beat)
+
+
+async def show_beat(request: Request, plane: DataPlane, request_id: str) -> Response:
+    record = _record_of(plane, request.path_params["prediction_id"])
     outputs = record.outputs
     anomalous = bool(outputs["anomalous"])
-    confirmed = gateway.ready_pipeline.log.feedback_of(record.id)
+    beat = beat_from_log(record.inputs)
+    confirmed = plane.log.feedback_of(record.id)
     checked = anomalous if confirmed is None else bool(confirmed.get("label"))
     notice = ""
     if confirmed is not None:
@@ -171,40 +191,35 @@ async def show_beat(request: Request, gateway: Gateway, request_id: str) -> Resp
         f"Veredito do modelo: {VERDICT_PT[anomalous]}</h2>"
         f'<p>MAE <strong id="mae">{outputs["mae"]:.4f}</strong> · limiar '
         f'<span id="threshold">{outputs["threshold"]:.4f}</span></p>'
-        f"{beat_plot_svg(record.inputs['beat'], outputs['reconstruction'])}{notice}"
+        f"{beat_plot_svg(beat, _reconstruction(plane, record, beat))}{notice}"
         f'<form method="post" action="/review/{record.id}" id="confirm-form">'
         f'<label><span><input type="checkbox" name="anomalous" id="anomalous"'
         f"{' checked' if checked else ''}> anômalo</span></label>"
         '<label>Revisor(a) <input name="reviewer" id="reviewer" maxlength="128"></label>'
         '<button type="submit" id="confirm">Confirmar</button></form>'
     )
-    return _page(gateway, body)
+    return _page(plane, body)
 
 
-async def confirm_beat(request: Request, gateway: Gateway, request_id: str) -> Response:
-    pipeline = gateway.ready_pipeline
+async def confirm_beat(request: Request, plane: DataPlane, request_id: str) -> Response:
     prediction_id = request.path_params["prediction_id"]
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in FORM_TYPES:
         # Without this, a JSON body would read as an unchecked box: a silent "normal" label.
         raise ServiceError(415, "unsupported_media_type", "send the review form (urlencoded)")
-    await read_body(request, pipeline.settings.max_body_bytes)  # the size limit of every route
+    await read_body(request, plane.settings.max_body_bytes)  # the size limit of every route
     form = await request.form()
     label = 1 if form.get("anomalous") == "on" else 0
     reviewer = str(form.get("reviewer", "")).strip()[:128] or None  # as in POST /feedback
     try:
-        pipeline.log.add_feedback(pipeline.model.name, prediction_id, {"label": label}, reviewer)
+        plane.log.add_feedback(plane.model.name, prediction_id, {"label": label}, reviewer)
     except UnknownPrediction:
         raise ServiceError(404, "unknown_prediction", "no such prediction id") from None
     return RedirectResponse(f"/review/{prediction_id}", status_code=303)
 
 
-REVIEW_ROUTES = [
-    ExtraRoute(path="/review", handler=list_beats, methods=["GET"], transport=TRANSPORT),
-    ExtraRoute(
-        path="/review/{prediction_id}", handler=show_beat, methods=["GET"], transport=TRANSPORT
-    ),
-    ExtraRoute(
-        path="/review/{prediction_id}", handler=confirm_beat, methods=["POST"], transport=TRANSPORT
-    ),
-]
+REVIEW_ROUTES = (
+    HttpRoute("/review", list_beats, API),
+    HttpRoute("/review/{prediction_id}", show_beat, API),
+    HttpRoute("/review/{prediction_id}", confirm_beat, API, ("POST",)),
+)

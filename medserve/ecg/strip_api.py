@@ -1,7 +1,7 @@
 """`POST /strip`: a raw single-lead strip -> R peaks, beats, per-beat scores, a summary.
 
 Beats cut from the strip go through the same batching, prediction log and metrics as beats
-posted to `/predict` (transport `http_strip`), so every scored beat can be reviewed.
+posted to `/predict` (api `http_strip`), so every scored beat can be reviewed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from starlette.responses import Response
 
 from medserve.ecg.schema import (
     BeatScore,
-    EcgBeat,
     StripBeat,
     StripRequest,
     StripResponse,
@@ -22,10 +21,12 @@ from medserve.ecg.schema import (
 )
 from medserve.ecg.settings import get_ecg_settings
 from medserve.ecg.signal import SegmentedStrip, StripError, check_strip, segment_beats
+from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError
-from medserve.serving.gateway import ExtraRoute, Gateway
+from medserve.serving.http_api import HttpRoute, read_json_body
+from medserve.serving.model import ModelInputs
 
-TRANSPORT = "http_strip"
+API = "http_strip"
 
 
 def _segment(strip: StripRequest) -> SegmentedStrip:
@@ -36,28 +37,25 @@ def _segment(strip: StripRequest) -> SegmentedStrip:
     return segment_beats(signal, rate)
 
 
-async def score_strip(request: Request, gateway: Gateway, request_id: str) -> Response:
-    pipeline = gateway.ready_pipeline
-    strip = gateway.parse(StripRequest, await gateway.read_json_body(request))
-    assert isinstance(strip, StripRequest)
+async def score_strip(request: Request, plane: DataPlane, request_id: str) -> Response:
+    body = await read_json_body(request, plane.settings.max_body_bytes)
+    strip: StripRequest = plane.parse_json(StripRequest, body)
     try:
         # FFT filtering of a long strip takes milliseconds: keep it off the event loop.
         segmented = await asyncio.to_thread(_segment, strip)
     except StripError as exc:
         raise ServiceError(422, exc.code, str(exc), field="values") from None
-    limit = pipeline.settings.max_instances_per_request
-    if len(segmented.beats) > limit:
-        raise ServiceError(413, "batch_too_large", f"the strip holds more than {limit} beats")
+    plane.admit(len(segmented.beats))
     # Cut by our own segmenter from a validated strip: finite by construction. Not re-validated,
     # because filtering may push a sample of a legal strip just past the +-100 bound of a beat.
-    beats = [EcgBeat.model_construct(row) for row in segmented.beats.tolist()]
-    answers = await gateway.predict_instances(beats, request_id, TRANSPORT)
-    scores = [BeatScore.model_validate(a) for a in answers]
+    inputs = ModelInputs(np.asarray(segmented.beats, dtype=np.float32))
+    answered = await plane.infer(inputs, request_id, API)
+    scores = [BeatScore.model_validate(row) for row in answered.rows()]
     flagged = sum(score.anomalous for score in scores)
     rate = strip.sampling_rate_hz
     response = StripResponse(
-        model=pipeline.model.name,
-        model_tag=pipeline.model.tag,
+        model=plane.model.name,
+        model_tag=plane.model.tag,
         request_id=request_id,
         threshold=scores[0].threshold,
         summary=StripSummary(
@@ -82,6 +80,4 @@ async def score_strip(request: Request, gateway: Gateway, request_id: str) -> Re
     return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
 
-STRIP_ROUTES = [
-    ExtraRoute(path="/strip", handler=score_strip, methods=["POST"], transport=TRANSPORT)
-]
+STRIP_ROUTES = (HttpRoute("/strip", score_strip, API, ("POST",)),)

@@ -15,8 +15,8 @@ from starlette.responses import HTMLResponse, Response
 
 from medserve.heart.codes import CLASS_LABELS, FEATURES, FeatureSpec
 from medserve.heart.schema import HeartPatient, HeartPrediction
-from medserve.serving.errors import field_errors
-from medserve.serving.gateway import ExtraRoute, Gateway
+from medserve.serving.dataplane import DataPlane
+from medserve.serving.http_api import HttpRoute
 
 RESULT_TEXT_PT = {
     CLASS_LABELS[0]: "Sem doença arterial coronariana provável",
@@ -109,11 +109,9 @@ def _result(prediction: HeartPrediction) -> str:
     )
 
 
-def _page(gateway: Gateway, values: dict[str, str], errors: dict[str, str], result: str) -> str:
+def _page(plane: DataPlane, values: dict[str, str], errors: dict[str, str], result: str) -> str:
     fields = "\n".join(_input(s, values.get(s.name, ""), errors.get(s.name)) for s in FEATURES)
-    return PAGE.format(
-        model_tag=escape(gateway.ready_pipeline.model.tag), result=result, fields=fields
-    )
+    return PAGE.format(model_tag=escape(plane.model.tag), result=result, fields=fields)
 
 
 def _coerce(spec: FeatureSpec, raw: str) -> int | float | str | None:
@@ -130,28 +128,27 @@ def _coerce(spec: FeatureSpec, raw: str) -> int | float | str | None:
     return number
 
 
-async def show_form(request: Request, gateway: Gateway, request_id: str) -> Response:
-    return HTMLResponse(_page(gateway, {}, {}, ""))
+async def show_form(request: Request, plane: DataPlane, request_id: str) -> Response:
+    return HTMLResponse(_page(plane, {}, {}, ""))
 
 
-async def submit_form(request: Request, gateway: Gateway, request_id: str) -> Response:
+async def submit_form(request: Request, plane: DataPlane, request_id: str) -> Response:
     form = await request.form()
     values = {s.name: str(form.get(s.name, "")) for s in FEATURES}
     candidate = {s.name: _coerce(s, values[s.name]) for s in FEATURES}
     try:
         patient = HeartPatient.model_validate(candidate)
     except ValidationError as exc:
-        errors = {
-            e.field: e.message for e in field_errors(exc, gateway.ready_pipeline.model.allowed)
-        }
+        errors = {e.field: e.message for e in plane.field_errors(exc)}
         banner = '<p class="err" id="form-errors">Corrija os campos destacados.</p>'
-        return HTMLResponse(_page(gateway, values, errors, banner), status_code=422)
-    (prediction,) = await gateway.predict_instances([patient], request_id, "form")
-    assert isinstance(prediction, HeartPrediction)
-    return HTMLResponse(_page(gateway, values, {}, _result(prediction)))
+        return HTMLResponse(_page(plane, values, errors, banner), status_code=422)
+    answered = await plane.predict_instances([patient], request_id, API)
+    (prediction,) = (HeartPrediction.model_validate(row) for row in answered.rows())
+    return HTMLResponse(_page(plane, values, {}, _result(prediction)))
 
 
-FORM_ROUTES = [
-    ExtraRoute(path="/ui", handler=show_form, methods=["GET"], transport="form"),
-    ExtraRoute(path="/ui", handler=submit_form, methods=["POST"], transport="form"),
-]
+API = "form"
+FORM_ROUTES = (
+    HttpRoute("/ui", show_form, API, ("GET",)),
+    HttpRoute("/ui", submit_form, API, ("POST",)),
+)

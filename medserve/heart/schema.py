@@ -44,9 +44,11 @@ HeartPatient: type[BaseModel] = create_model(
 class HeartPrediction(BaseModel):
     """The answer for one patient."""
 
+    model_config = ConfigDict(populate_by_name=True)
+
     prediction_id: str = Field(description="ULID of this prediction in the prediction log.")
     predicted_class: int = Field(
-        serialization_alias="class", description="1 = coronary artery disease, 0 = none."
+        alias="class", description="1 = coronary artery disease, 0 = none."
     )
     label: str
     probabilities: dict[str, float] = Field(

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from starlette.responses import Response
 
 MAX_ECHO_CHARS = 80
 
@@ -48,24 +47,12 @@ class ServiceError(Exception):
         self.field = field
         self.errors = errors or []
 
-    def response(self, request_id: str, oip: bool = False) -> Response:
-        """The JSON error response (pydantic serialises any odd value safely).
-
-        With `oip`, `error` is "<code>: <detail>": the Open Inference Protocol defines `error` as
-        the human-readable message (its clients print it), and the code stays its first word.
-        """
-        body = self.body(request_id)
-        if oip:
-            body.error = f"{self.error}: {self.detail}"
-        return Response(
-            body.model_dump_json(),
-            status_code=self.status,
-            media_type="application/json",
-        )
-
-    def body(self, request_id: str) -> ErrorBody:
+    def body(self, request_id: str, oip: bool = False) -> ErrorBody:
+        """The error body. With `oip`, `error` is "<code>: <detail>": the Open Inference
+        Protocol defines `error` as the human-readable message (its clients print it), and the
+        code stays its first word."""
         return ErrorBody(
-            error=self.error,
+            error=f"{self.error}: {self.detail}" if oip else self.error,
             detail=self.detail,
             field=self.field,
             request_id=request_id,

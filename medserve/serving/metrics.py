@@ -47,8 +47,9 @@ class ServiceMetrics:
 
         self.request_duration = Histogram(
             "medserve_request_duration_seconds",
-            "Time from request received to answer sent, per model, transport and outcome.",
-            ["model", "transport", "outcome"],
+            "Time from request received to answer sent, per model, API (http_json, v2_rest, "
+            "grpc, grpc_stream, form, ...) and outcome.",
+            ["model", "api", "outcome"],
             buckets=LATENCY_BUCKETS,
         )
         self.inference_duration = Histogram(
@@ -65,8 +66,8 @@ class ServiceMetrics:
         )
         self.instances_per_request = Histogram(
             "medserve_instances_per_request",
-            "Instances (patients, beats, ...) per accepted request, per model and transport.",
-            ["model", "transport"],
+            "Instances (patients, beats, ...) per accepted request, per model and API.",
+            ["model", "api"],
             buckets=BATCH_BUCKETS,
         )
         self.prediction_score = Histogram(

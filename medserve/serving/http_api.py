@@ -1,0 +1,245 @@
+"""The HTTP adapter: a Starlette app over the worker's data plane, mounted into BentoML.
+
+Shared routes: `POST /predict` (native JSON), `POST /feedback`, `GET /predictions`,
+`GET /predictions/{id}`, `GET /model`; models add their own (`HttpRoute`: the heart form, ECG
+strips and review pages, CT image bodies) and the OIP REST routes come from `oip_rest.py`.
+Every handler gets the plane and the request id; every refusal leaves in the one error shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Route
+
+from medserve import model_store
+from medserve.prediction_log import UnknownPrediction
+from medserve.serving.dataplane import DataPlane, valid_request_id
+from medserve.serving.errors import ServiceError, field_errors, validation_error
+
+JSON_TYPES = ("application/json",)
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+REQUEST_ID_HEADER = "x-request-id"
+API_PREDICT = "http_json"
+
+Handler = Callable[[Request, DataPlane, str], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRoute:
+    """One route: its handler, and the `api` label its calls are counted under.
+
+    `oip` routes put "<code>: <message>" in `error` (the protocol's message field). `probe`
+    routes (health) answer even before the model is loaded, uncounted: their handler gets the
+    plane or None."""
+
+    path: str
+    handler: Handler
+    api: str
+    methods: tuple[str, ...] = ("GET",)
+    oip: bool = False
+    probe: bool = False
+
+
+class FeedbackRequest(BaseModel):
+    """A clinician-confirmed outcome for one logged prediction."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prediction_id: str = Field(min_length=26, max_length=26)
+    label: int = Field(ge=0, le=1, description="The confirmed class.")
+    reviewer: str | None = Field(default=None, max_length=128)
+
+
+class PredictionQuery(BaseModel):
+    """Filters of `GET /predictions` (and of review pages listing recent predictions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    predicted_class: int | None = Field(default=None, ge=0, le=1000)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class HttpApi:
+    """The Starlette app of one service; bound to the worker's data plane once it is loaded."""
+
+    def __init__(self, routes: Sequence[HttpRoute]) -> None:
+        self.plane: DataPlane | None = None
+        served: list[BaseRoute] = [
+            Route(r.path, self._endpoint(r), methods=list(r.methods)) for r in routes
+        ]
+        self._served_routes = served
+        # Last: BentoML mounts this app passively (only paths it matches reach it), so unknown
+        # paths get the shared error shape only through an explicit catch-all.
+        catch_all = Route("/{path:path}", self._not_served, methods=list(ALL_METHODS))
+        self.app = Starlette(routes=[*served, catch_all])
+
+    def attach(self, plane: DataPlane) -> None:
+        """Bind the worker's data plane; until then every route answers 503 `not_ready`."""
+        self.plane = plane
+
+    def _endpoint(self, route: HttpRoute) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            request_id = request_id_of(request)
+            plane = self.plane
+            result: Response | ServiceError
+            if route.probe:
+                result = await route.handler(request, plane, request_id)  # type: ignore[arg-type]
+            elif plane is None:
+                result = not_ready()
+            else:
+                result = await plane.handle(
+                    route.api,
+                    request_id,
+                    route.path,
+                    lambda: route.handler(request, plane, request_id),
+                )
+            response = (
+                error_response(result, request_id, oip=route.oip)
+                if isinstance(result, ServiceError)
+                else result
+            )
+            response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+
+        return endpoint
+
+    async def _not_served(self, request: Request) -> Response:
+        """Unknown paths (404) and wrong methods (405) answer in the shared error shape too.
+
+        The detail names the method only: a raw path can carry a patient's name."""
+        known_path = any(
+            route.matches(request.scope)[0] == Match.PARTIAL for route in self._served_routes
+        )
+        status, error = (405, "method_not_allowed") if known_path else (404, "not_found")
+        detail = f"no route here answers {request.method} for this path"
+        return error_response(ServiceError(status, error, detail), request_id_of(request))
+
+
+def error_response(error: ServiceError, request_id: str, oip: bool = False) -> Response:
+    """The JSON error response (pydantic serialises any odd value safely)."""
+    body = error.body(request_id, oip=oip).model_dump_json()
+    return Response(body, status_code=error.status, media_type="application/json")
+
+
+def not_ready() -> ServiceError:
+    return ServiceError(503, "not_ready", "the model is still loading")
+
+
+# -- request plumbing ----------------------------------------------------------------------------
+def request_id_of(request: Request) -> str:
+    """The caller's `X-Request-ID` if well-formed, else a new ULID."""
+    return valid_request_id(request.headers.get(REQUEST_ID_HEADER))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) anything over `limit` bytes, declared or actual."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, "body_too_large", f"body exceeds {limit} bytes")
+    body = await request.body()
+    if len(body) > limit:
+        raise ServiceError(413, "body_too_large", f"body exceeds {limit} bytes")
+    return body
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The raw body of a JSON request, with the size and media-type checks applied."""
+    media_type = request.headers.get("content-type", "application/json").split(";")[0]
+    if media_type.strip().lower() not in JSON_TYPES:
+        raise ServiceError(415, "unsupported_media_type", "send application/json")
+    return await read_body(request, limit)
+
+
+def parse_query(request: Request) -> PredictionQuery:
+    """`PredictionQuery` from the query string; bad values are a 422 naming the parameter."""
+    params = {key: value for key, value in request.query_params.items() if value != ""}
+    try:
+        return PredictionQuery.model_validate(params)
+    except ValidationError as exc:
+        raise validation_error(field_errors(exc, lambda _: None)) from None
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """A JSON answer serialised by pydantic-core (Rust): the hot paths' encoder."""
+    return Response(to_json(payload), status_code=status, media_type="application/json")
+
+
+def predictions_payload(plane: DataPlane, request_id: str, rows: list[dict[str, Any]]) -> Any:
+    """The `/predict` answer shape every model shares."""
+    model = plane.model
+    return {
+        "model": model.name,
+        "model_tag": model.tag,
+        "request_id": request_id,
+        "predictions": rows,
+    }
+
+
+# -- shared routes -------------------------------------------------------------------------------
+async def _predict(request: Request, plane: DataPlane, request_id: str) -> Response:
+    instances = plane.parse_predict_request(
+        await read_json_body(request, plane.settings.max_body_bytes)
+    )
+    answered = await plane.predict_instances(instances, request_id, API_PREDICT)
+    return json_response(predictions_payload(plane, request_id, answered.rows()))
+
+
+async def _feedback(request: Request, plane: DataPlane, request_id: str) -> Response:
+    body = await read_json_body(request, plane.settings.max_body_bytes)
+    feedback: FeedbackRequest = plane.parse_json(FeedbackRequest, body)
+    try:
+        plane.log.add_feedback(
+            plane.model.name, feedback.prediction_id, {"label": feedback.label}, feedback.reviewer
+        )
+    except UnknownPrediction:
+        raise ServiceError(
+            404, "unknown_prediction", "no such prediction id", field="prediction_id"
+        ) from None
+    return JSONResponse({"prediction_id": feedback.prediction_id, "request_id": request_id})
+
+
+async def _list_predictions(request: Request, plane: DataPlane, request_id: str) -> Response:
+    query = parse_query(request)
+    records = plane.log.recent(plane.model.name, **query.model_dump())
+    body = "[" + ",".join(record.model_dump_json() for record in records) + "]"
+    return Response(body, media_type="application/json")
+
+
+async def _get_prediction(request: Request, plane: DataPlane, request_id: str) -> Response:
+    record = plane.log.get(request.path_params["prediction_id"])
+    # Only the service of the model that made a prediction shows it.
+    if record is None or record.model != plane.model.name:
+        raise ServiceError(404, "unknown_prediction", "no such prediction id")
+    return Response(record.model_dump_json(), media_type="application/json")
+
+
+async def _model_info(request: Request, plane: DataPlane, request_id: str) -> Response:
+    model = plane.model
+    card = model_store.load_card(model.tag)
+    return JSONResponse(
+        {
+            "model": model.name,
+            "model_tag": model.tag,
+            "metrics": card.get("metrics", {}),
+            "input_schema": model.instance_schema.model_json_schema(),
+        }
+    )
+
+
+SHARED_ROUTES = (
+    HttpRoute("/predict", _predict, API_PREDICT, ("POST",)),
+    HttpRoute("/feedback", _feedback, "feedback", ("POST",)),
+    HttpRoute("/predictions", _list_predictions, "read"),
+    HttpRoute("/predictions/{prediction_id}", _get_prediction, "read"),
+    HttpRoute("/model", _model_info, "read"),
+)
