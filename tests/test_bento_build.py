@@ -3,6 +3,7 @@ a non-root user, locked requirements without dev dependencies, every service's c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from medserve.catalogue import SERVICES
+from tests.import_graph import import_graph, module_name
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCKED = ROOT / "requirements" / "bento.txt"
@@ -68,16 +70,55 @@ def test_bento_requirements_are_the_locked_ones_without_dev_dependencies(bento: 
     assert {"bentoml", "onnxruntime", "pydicom"} <= installed
 
 
-def test_bento_holds_every_service_and_the_files_it_reads(bento: Path) -> None:
+def serving_modules() -> set[str]:
+    """Every project module the services import (statically, local imports included), with the
+    packages that hold them."""
+    graph = import_graph()
+    needed: set[str] = set()
+    pending = [entry.target.split(":")[0] for entry in SERVICES.values()]
+    while pending:
+        module = pending.pop()
+        if module not in needed:
+            needed.add(module)
+            pending.extend(graph[module])
+    packages = {".".join(m.split(".")[:i]) for m in needed for i in range(1, m.count(".") + 1)}
+    return needed | packages
+
+
+def test_bento_holds_the_serving_code_and_nothing_else(bento: Path) -> None:
+    src = bento / "src"
+    shipped = {module_name(path, src) for path in src.rglob("*.py")}
+    assert shipped == serving_modules(), (
+        f"missing: {sorted(serving_modules() - shipped)}; "
+        f"not needed: {sorted(shipped - serving_modules())}"
+    )
+    for training_only in ("training", "ray_jobs", "medserve.anonymize", "medserve.ct.synthetic"):
+        assert not {m for m in shipped if m == training_only or m.startswith(training_only + ".")}
     manifest = yaml.safe_load((bento / "bento.yaml").read_text())
     assert manifest["name"] == "medserve"
-    tracked = subprocess.run(
-        ["git", "ls-files", "bentos", "medserve"], capture_output=True, text=True, check=True,
-        cwd=ROOT,
-    ).stdout.split()  # fmt: skip
-    needed = [path for path in tracked if path.endswith((".py", ".dcm"))]
-    missing = [path for path in needed if not (bento / "src" / path).is_file()]
-    assert not missing, missing
-    for entry in SERVICES.values():
-        module = entry.target.split(":")[0].replace(".", "/") + ".py"
-        assert (bento / "src" / module).is_file(), module
+
+
+@pytest.mark.parametrize("model", sorted(SERVICES))
+def test_every_service_imports_from_the_bento_alone(bento: Path, model: str) -> None:
+    """Run from the bento's own source tree: every project module must come from there (a file
+    left out would be an ImportError in the image), and no heavy framework is imported."""
+    module = SERVICES[model].target.split(":")[0]
+    code = (
+        f"import json, sys; import {module}; "
+        "print(json.dumps({n: getattr(m, '__file__', '') or '' for n, m in sys.modules.items() "
+        "if n.split('.')[0] in ('medserve', 'bentos')}))"
+    )
+    env = dict(os.environ, PYTHONPATH="")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        cwd=bento / "src", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    outside = {n: f for n, f in loaded.items() if f and not f.startswith(str(bento / "src"))}
+    assert not outside, outside
+    heavy = subprocess.run(
+        [sys.executable, "-c", f"import sys; import {module}; print('tensorflow' in sys.modules)"],
+        capture_output=True, text=True, timeout=120, cwd=bento / "src", env=env,
+    )  # fmt: skip
+    assert heavy.stdout.strip().splitlines()[-1] == "False"

@@ -14,10 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medserve.ct.layer_names import FEATURES_LAYER, INPUT_NAME, OUTPUT_LAYER
+
 ArchitectureName = Literal["mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"]
-FEATURES_LAYER = "features_pool"
-OUTPUT_LAYER = "probabilities"
-INPUT_NAME = "image"
 # Keras' "caffe" preprocessing (VGG16, ResNet50): BGR channel means on a 0-255 scale.
 CAFFE_MEANS = (103.939, 116.779, 123.68)
 MOBILENET_WEIGHT_SIZES = (96, 128, 160, 192, 224)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from medserve.ct.architectures import FEATURES_LAYER, OUTPUT_LAYER
+from medserve.ct.layer_names import FEATURES_LAYER, OUTPUT_LAYER
 
 OVERLAY_OPACITY = 0.45
 # A perceptual dark-blue -> red -> yellow ramp (anchors of a "hot"-like map), no matplotlib.

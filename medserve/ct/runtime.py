@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from medserve.ct.architectures import INPUT_NAME
+from medserve.ct.layer_names import INPUT_NAME
 from medserve.ct.settings import CtSettings
 
 KERAS_FILE = "model.keras"
