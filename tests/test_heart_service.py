@@ -176,6 +176,17 @@ def test_unknown_route_and_wrong_method_use_the_error_shape(heart_service: Servi
     assert wrong.json()["error"] == "method_not_allowed"
 
 
+def test_no_request_path_reaches_metrics_or_the_log(heart_service: ServiceProcess) -> None:
+    """A path can carry a patient's name: it must not become a metric label or a log field."""
+    for path in ("/patients/Maria-Souza-CPF-52998224725", "/review/Joana-Dark-1982"):
+        assert httpx.get(f"{heart_service.url}{path}").status_code == 404
+        assert httpx.post(f"{heart_service.url}{path}", json={}).status_code == 404
+    metrics = httpx.get(f"{heart_service.url}/metrics")
+    assert metrics.status_code == 200 and "medserve_request_duration_seconds" in metrics.text
+    for text in (metrics.text, heart_service.log_text()):
+        assert "Maria" not in text and "Joana" not in text and "52998224725" not in text
+
+
 def test_service_keeps_serving_after_bad_input(heart_service: ServiceProcess) -> None:
     for _name, body, _status, _error in BAD_REQUESTS[:5]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from medserve.drift import ReferenceProfile
 from medserve.ecg.autoencoder import BeatScorer
 from medserve.ecg.beats import BEAT_SAMPLES, logged_beat
-from medserve.ecg.schema import MAX_ABS_SAMPLE, BeatScore, EcgBeat
+from medserve.ecg.schema import MAX_ABS_SAMPLE, BeatScore, EcgBeat, valid_beats
 from medserve.serving.model import Columns, ModelInputs, ServedModel, StoredModel
 from medserve.serving.tensors import TensorSpec
 
@@ -77,9 +77,7 @@ class EcgAnomalyModel(ServedModel):
 
     def trusted_inputs(self, tensors: Mapping[str, np.ndarray]) -> ModelInputs | None:
         beats = tensors["beats"]
-        if not (np.isfinite(beats).all() and (np.abs(beats) <= MAX_ABS_SAMPLE).all()):
-            return None
-        return ModelInputs(np.asarray(beats, dtype=np.float32))
+        return ModelInputs(np.asarray(beats, dtype=np.float32)) if valid_beats(beats) else None
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         reconstruction, mae = self.scorer.score(rows)

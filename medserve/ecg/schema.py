@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from medserve.ecg.beats import BEAT_SAMPLES
@@ -16,6 +17,16 @@ MAX_ABS_SAMPLE = 100.0
 Sample = Annotated[
     float, Field(strict=True, allow_inf_nan=False, ge=-MAX_ABS_SAMPLE, le=MAX_ABS_SAMPLE)
 ]
+
+
+def valid_beats(beats: np.ndarray) -> bool:
+    """Every sample of a [n, 140] array passes `EcgBeat`'s rules, checked on the whole array."""
+    return bool(
+        beats.ndim == 2
+        and beats.shape[1] == BEAT_SAMPLES
+        and np.isfinite(beats).all()
+        and (np.abs(beats) <= MAX_ABS_SAMPLE).all()
+    )
 
 
 class EcgBeat(

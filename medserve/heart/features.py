@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from medserve.heart.codes import FEATURE_NAMES, FEATURES
+from medserve.heart.codes import FEATURE_NAMES, FEATURES, FeatureSpec
 
 NUMERIC = [i for i, f in enumerate(FEATURES) if f.kind == "numeric"]
 BINARY = [i for i, f in enumerate(FEATURES) if f.kind == "binary"]
@@ -55,25 +56,55 @@ def _json_value(whole: object, value: float) -> int | float | None:
     return value
 
 
+@dataclass(frozen=True)
+class _ColumnRules:
+    """Every feature's rule as one array per kind, so a whole matrix is judged in a few NumPy
+    operations (per-column operations cost ~100 us per request here)."""
+
+    low: np.ndarray  # numeric bounds (-inf/inf for coded columns)
+    high: np.ndarray
+    whole: np.ndarray  # must be an integer (counts and codes)
+    nullable: np.ndarray  # NaN (null) allowed
+    coded: np.ndarray
+    allowed: np.ndarray  # [features, largest code + 1]: code allowed for the feature
+
+    @classmethod
+    def of(cls, features: Sequence[FeatureSpec]) -> _ColumnRules:
+        largest = max(code for f in features for code in (*f.codes, *f.missing_codes))
+        allowed = np.zeros((len(features), largest + 1), dtype=bool)
+        for row, spec in enumerate(features):
+            allowed[row, [*spec.codes, *spec.missing_codes]] = True
+        coded = np.array([bool(f.codes) for f in features])
+        return cls(
+            low=np.array([-np.inf if f.codes else f.minimum for f in features], dtype=np.float64),
+            high=np.array([np.inf if f.codes else f.maximum for f in features], dtype=np.float64),
+            whole=np.array([bool(f.codes) or f.integer for f in features]),
+            nullable=np.array([bool(f.missing_codes) for f in features]),
+            coded=coded,
+            allowed=allowed,
+        )
+
+
+_RULES = _ColumnRules.of(FEATURES)
+
+
 def valid_rows(matrix: np.ndarray) -> bool:
     """Every value of a raw matrix passes the schema's rules (codes, ranges, integers, missing
-    only where null is allowed), checked column by column on the whole array."""
+    only where null is allowed), checked on the whole array at once."""
     if matrix.ndim != 2 or matrix.shape[1] != len(FEATURES):
         return False
-    for column, spec in zip(matrix.T, FEATURES, strict=True):
-        missing = np.isnan(column)
-        if missing.any() and not spec.missing_codes:
-            return False
-        present = column[~missing]
-        if spec.codes:
-            allowed = np.array([*spec.codes, *spec.missing_codes], dtype=np.float64)
-            if not np.isin(present, allowed).all():
-                return False
-            continue
-        if not (np.isfinite(present).all() and (present >= spec.minimum).all()):
-            return False
-        if not (present <= spec.maximum).all():
-            return False
-        if spec.integer and not (present == np.round(present)).all():
-            return False
-    return True
+    rules = _RULES
+    missing = np.isnan(matrix)
+    if (missing & ~rules.nullable).any():
+        return False
+    values = np.where(missing, 0.0, matrix)
+    if not np.isfinite(values).all() or ((values < rules.low) | (values > rules.high)).any():
+        return False
+    if (rules.whole & (values != np.floor(values))).any():
+        return False
+    codes = np.where(rules.coded, values, 0.0)
+    if ((codes < 0) | (codes >= rules.allowed.shape[1])).any():
+        return False
+    columns = np.arange(len(FEATURES))
+    present_code = rules.coded & ~missing
+    return bool(rules.allowed[columns, codes.astype(np.int64)][present_code].all())

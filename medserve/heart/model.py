@@ -27,6 +27,7 @@ PIPELINE_FILE = "pipeline.joblib"
 SCORER_FILE = "scorer.json"
 DECISION_THRESHOLD = 0.5  # P(CAD) at or above which class 1 is answered
 _LABELS = np.array(CLASS_LABELS, dtype=object)
+VECTORISED_FROM_ROWS = 8
 
 
 class HeartRiskModel(ServedModel):
@@ -75,6 +76,10 @@ class HeartRiskModel(ServedModel):
 
     def trusted_inputs(self, tensors: Mapping[str, np.ndarray]) -> ModelInputs | None:
         rows = np.asarray(tensors["features"], dtype=np.float64)
+        # Below this many rows the per-patient schema is cheaper than NumPy's per-call overhead
+        # (measured: 23 vs 68 us for one patient, 298 vs 57 us for 16).
+        if len(rows) < VECTORISED_FROM_ROWS:
+            return None
         return ModelInputs(rows) if valid_rows(rows) else None
 
     def predict(self, rows: np.ndarray) -> np.ndarray:

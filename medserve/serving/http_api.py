@@ -8,21 +8,22 @@ Every handler gets the plane and the request id; every refusal leaves in the one
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, Match, Route, Router
 
 from medserve import model_store
 from medserve.prediction_log import UnknownPrediction
 from medserve.serving.dataplane import DataPlane, valid_request_id
 from medserve.serving.errors import ServiceError, field_errors, validation_error
+from medserve.serving.metrics import exposition
 
 JSON_TYPES = ("application/json",)
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -81,7 +82,9 @@ class HttpApi:
         # Last: BentoML mounts this app passively (only paths it matches reach it), so unknown
         # paths get the shared error shape only through an explicit catch-all.
         catch_all = Route("/{path:path}", self._not_served, methods=list(ALL_METHODS))
-        self.app = Starlette(routes=[*served, catch_all])
+        # A bare router, not a second Starlette app: BentoML's app around it already has the
+        # error and exception middleware, and every endpoint here answers its own errors.
+        self.app = Router(routes=[*served, catch_all])
 
     def attach(self, plane: DataPlane) -> None:
         """Bind the worker's data plane; until then every route answers 503 `not_ready`."""
@@ -236,7 +239,13 @@ async def _model_info(request: Request, plane: DataPlane, request_id: str) -> Re
     )
 
 
+async def _metrics(request: Request, plane: DataPlane | None, request_id: str) -> Response:
+    text, media_type = await asyncio.to_thread(exposition)  # reads every worker's files
+    return Response(text, media_type=media_type)
+
+
 SHARED_ROUTES = (
+    HttpRoute("/metrics", _metrics, "metrics", probe=True),
     HttpRoute("/predict", _predict, API_PREDICT, ("POST",)),
     HttpRoute("/feedback", _feedback, "feedback", ("POST",)),
     HttpRoute("/predictions", _list_predictions, "read"),

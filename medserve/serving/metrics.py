@@ -2,10 +2,16 @@
 
 `prometheus_client` is imported lazily: BentoML sets `PROMETHEUS_MULTIPROC_DIR` in each worker
 after the service module is imported, and the client picks its multiprocess mode at import.
+
+The services export only these families: BentoML's own per-request middleware is switched off
+(`service.bentoml_config`), because it labels series with the raw request path (a path can name
+a patient) and cost a tenth of a small request's CPU; `medserve_request_duration_seconds` is the
+request metric, labelled by API and outcome, never by path.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -123,3 +129,18 @@ class ServiceMetrics:
 def service_metrics() -> ServiceMetrics:
     """The process-wide metric families (created on first use, inside the worker)."""
     return ServiceMetrics()
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text Prometheus scrapes: every worker's series (BentoML points
+    `PROMETHEUS_MULTIPROC_DIR` at the folder all its workers write), or this process's."""
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, folder)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

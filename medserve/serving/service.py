@@ -64,6 +64,8 @@ def bentoml_config(settings: Settings) -> dict[str, Any]:
         "traffic": {"timeout": 60},
         "http": {"port": settings.http_port},
         "logging": {"access": {"enabled": settings.access_log}},
+        # Our own /metrics serves the medserve families (metrics.py says why BentoML's are off).
+        "metrics": {"enabled": False},
         "tracing": {"excluded_urls": ",".join(HOT_PATHS)},
     }
 
