@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ _LUA = """
 wrk.method = "POST"
 wrk.body = "{body}"
 wrk.headers["Content-Type"] = "{content_type}"
-
+{extra_headers}
 local threads = {{}}
 function setup(thread)
   table.insert(threads, thread)
@@ -110,16 +110,23 @@ def run_wrk(
     connections: int,
     duration_s: float,
     threads: int = 1,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """POST `body` to `url` over `connections` keep-alive connections for ~`duration_s` seconds.
 
-    wrk only takes whole seconds, so the duration is rounded (at least 1 s).
+    wrk only takes whole seconds, so the duration is rounded (at least 1 s). `headers` are sent
+    with every request besides the content type.
     """
     seconds = max(1, round(duration_s))
     threads = max(1, min(threads, connections))
+    extra = "\n".join(
+        f'wrk.headers["{_lua_string(k.encode())}"] = "{_lua_string(v.encode())}"'
+        for k, v in (headers or {}).items()
+    )
     script = _LUA.format(
         body=_lua_string(body),
         content_type=_lua_string(content_type.encode()),
+        extra_headers=extra,
         marker=_MARKER,
     )
     with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
@@ -145,9 +152,15 @@ def wrk_version() -> str:
     return out.split("\n", 1)[0].split(" [", 1)[0]
 
 
-def warmup(url: str, body: bytes, content_type: str, seconds: float) -> None:
+def warmup(
+    url: str,
+    body: bytes,
+    content_type: str,
+    seconds: float,
+    headers: Mapping[str, str] | None = None,
+) -> None:
     """Drive a short load to warm the server; fail if it never answered with a 2xx."""
-    result = run_wrk(url, body, content_type, connections=4, duration_s=seconds)
+    result = run_wrk(url, body, content_type, connections=4, duration_s=seconds, headers=headers)
     if result.requests <= result.errors:
         raise RuntimeError(f"warm-up got no successful response from {url}: {result}")
 

@@ -71,17 +71,24 @@ from bench.mlserver_peer import (
 )
 
 GRPC = "gRPC"
+GRPC_STREAM = "gRPC stream"
 V2_REST = "v2 REST"
 NATIVE = "native HTTP"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 V2_INFER = f"/v2/models/{MODEL_NAME}/infer"
 INPUT = "features"
 OURS_OUTPUT = "probabilities"  # medserve's class-probability tensor
 THEIRS_OUTPUT = "predict_proba"  # the compiled-scorer runtime's
-RPS_TARGET = 1.5  # medserve / MLServer req/s on the same transport
-TARGET = f"target met (>= {RPS_TARGET:g}x req/s, p99 <=)"
-# MLServer has no native API: medserve's /predict is compared with MLServer's v2 REST.
-PEER_TRANSPORT = {GRPC: GRPC, V2_REST: V2_REST, NATIVE: V2_REST}
+# medserve / MLServer's best config, req/s (issue 16: unary gRPC parity while medserve logs
+# durably and MLServer does not, streams 2x; issue 3: v2 REST 1.5x; the native API is the heart
+# benchmark's 2x).
+RPS_TARGETS = {GRPC: 1.0, GRPC_STREAM: 2.0, V2_REST: 1.5, NATIVE: 2.0}
+TARGET = "target met (req/s ratio, p99 <=)"
+# MLServer has no native API: medserve's /predict is compared with MLServer's v2 REST. Its
+# ModelStreamInfer needs a runtime implementing `predict_stream` (no adaptive batching, no
+# parallel workers: its docs' limitations), so medserve's streams face its best unary gRPC.
+PEER_TRANSPORT = {GRPC: GRPC, GRPC_STREAM: GRPC, V2_REST: V2_REST, NATIVE: V2_REST}
 # gRPC failures are counted between two metric reads EDGE_S after h2load starts and EDGE_S before
 # it stops: when h2load stops it resets the calls in flight, and both servers count some of
 # those cancellations as failures (MLServer: started, never handled; medserve: "overloaded",
@@ -114,12 +121,16 @@ class ServerCalls:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One transport of a running server; `calls` (gRPC only) reads its server-side counts."""
+    """One transport of a running server; `calls` (gRPC only) reads its server-side counts.
+
+    A stream endpoint (`stream_connections` set) sends `body` (one framed request) that many
+    times per stream so that connections x messages = the concurrency being measured."""
 
     transport: str
     url: str
     body: bytes
     calls: Callable[[], ServerCalls] | None = None
+    stream_connections: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +219,11 @@ def sample_totals(text: str, sample: str, by: str, **match: str) -> dict[str, in
     return totals
 
 
-def medserve_grpc_calls(base_url: str) -> ServerCalls:
-    """medserve's gRPC calls by outcome (`medserve_request_duration_seconds_count`)."""
+def medserve_grpc_calls(base_url: str, api: str = "grpc") -> ServerCalls:
+    """medserve's gRPC calls (unary `grpc`, or `grpc_stream` messages) by outcome
+    (`medserve_request_duration_seconds_count`)."""
     text = get_text(f"{base_url}/metrics")
-    by_outcome = sample_totals(
-        text, "medserve_request_duration_seconds_count", "outcome", transport="grpc"
-    )
+    by_outcome = sample_totals(text, "medserve_request_duration_seconds_count", "outcome", api=api)
     return ServerCalls(by_outcome.pop("ok", 0), by_outcome)
 
 
@@ -255,7 +265,18 @@ def settled(calls: Callable[[], ServerCalls], timeout_s: float = 5.0) -> ServerC
 def measure_grpc(
     endpoint: Endpoint, calls: Callable[[], ServerCalls], connections: int, args: argparse.Namespace
 ) -> Run:
-    """One h2load run; the server's counts over the whole run and inside it (see EDGE_S)."""
+    """One h2load run; the server's counts over the whole run and inside it (see EDGE_S).
+
+    For a stream endpoint `connections` is the concurrency: h2load opens `stream_connections`
+    connections, each one stream at a time carrying `connections / stream_connections` framed
+    requests (sent at once, as `async_stream_infer` does), and a stream ends when every one is
+    answered. req/s counts answered requests (streams x messages); p50/p99 are per stream,
+    i.e. until its last answer (an upper bound of each request's latency)."""
+    body, h2_connections, messages = endpoint.body, connections, 1
+    if endpoint.stream_connections is not None:
+        h2_connections = endpoint.stream_connections
+        messages = max(1, connections // h2_connections)
+        body = endpoint.body * messages
     samples: list[ServerCalls] = []
 
     def sample() -> None:
@@ -266,12 +287,18 @@ def measure_grpc(
 
     before = settled(calls)
     h2 = run_h2load(
-        endpoint.url, endpoint.body, connections, args.duration, args.client_threads, during=sample
+        endpoint.url, body, h2_connections, args.duration, args.client_threads, during=sample
     )
     server = settled(calls).minus(before)
     window = samples[1].minus(samples[0])
-    load = dataclasses.replace(h2.load, errors=h2.load.errors + sum(window.failed.values()))
-    return Run(endpoint.transport, load, h2.done, server, window)
+    load = dataclasses.replace(
+        h2.load,
+        connections=connections,
+        requests=h2.load.requests * messages,
+        rps=h2.load.rps * messages,
+        errors=h2.load.errors + sum(window.failed.values()),
+    )
+    return Run(endpoint.transport, load, h2.done * messages, server, window)
 
 
 def measure_endpoint(endpoint: Endpoint, args: argparse.Namespace) -> list[Run]:
@@ -391,6 +418,13 @@ class Bench:
                     frame,
                     lambda: medserve_grpc_calls(base_url),
                 ),
+                Endpoint(
+                    GRPC_STREAM,
+                    f"http://127.0.0.1:{grpc_port}{MODEL_STREAM_INFER}",
+                    frame,
+                    lambda: medserve_grpc_calls(base_url, "grpc_stream"),
+                    stream_connections=self.args.stream_connections,
+                ),
                 Endpoint(V2_REST, base_url + V2_INFER, self.ours_rest),
                 Endpoint(NATIVE, base_url + "/predict", self.setup.medserve_body),
             ]
@@ -467,7 +501,8 @@ def ratio_rows(results: list[ConfigResult]) -> list[dict[str, Any]]:
         label, theirs = max(candidates, key=lambda c: c[1].rps)
         rps_ratio = mine.load.rps / theirs.rps
         p99_ratio = mine.load.p99_ms / theirs.p99_ms
-        met = rps_ratio >= RPS_TARGET and p99_ratio <= 1.0
+        target = RPS_TARGETS[mine.transport]
+        met = rps_ratio >= target and p99_ratio <= 1.0
         rows.append(
             {
                 "medserve transport": mine.transport,
@@ -481,6 +516,7 @@ def ratio_rows(results: list[ConfigResult]) -> list[dict[str, Any]]:
                 "MLServer p99 ms": theirs.p99_ms,
                 "p99 ratio": p99_ratio,
                 "errors (medserve / MLServer)": f"{mine.load.errors} / {theirs.errors}",
+                "req/s target": f">= {target:g}x",
                 TARGET: "yes" if met else "**no**",
             }
         )
@@ -524,10 +560,15 @@ def header_lines(bench: Bench, load: tuple[float, ...]) -> list[str]:
         "- gRPC errors = h2load's failed/errored/timed-out requests + the failures the server "
         "counted inside the run (h2load only sees HTTP 200: `grpc-status` is a trailer), between "
         f"two metric reads {EDGE_S:g} s after h2load starts and {EDGE_S:g} s before it stops: "
-        'medserve `medserve_request_duration_seconds_count{transport="grpc",outcome!="ok"}`;'
+        'medserve `medserve_request_duration_seconds_count{api="grpc",outcome!="ok"}`;'
         ' MLServer `grpc_server_handled_total{grpc_method="ModelInfer",grpc_code!="OK"}` '
         "(py-grpc-prometheus) + `model_infer_request_failure_total` (calls MLServer aborts never "
         "reach handled_total)",
+        f"- gRPC stream = `{MODEL_STREAM_INFER}` (Triton's bidirectional stream) over "
+        f"{args.stream_connections} h2load connections; at concurrency k each stream carries "
+        f"k / {args.stream_connections} framed requests sent at once and ends with their "
+        "answers; req/s counts answered requests, p50/p99 are per stream (until its last "
+        "answer); set against MLServer's best unary gRPC (see PEER_TRANSPORT)",
     ]
 
 
@@ -601,6 +642,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--client-threads", type=int, default=1, help="wrk and h2load threads (default 1)"
     )
     parser.add_argument("--workers", type=int, default=2, help="medserve MEDSERVE_WORKERS")
+    parser.add_argument(
+        "--stream-connections",
+        type=int,
+        default=4,
+        help="h2load connections for gRPC streams (>= workers, so every worker gets streams)",
+    )
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, homes)")
     args = parser.parse_args(argv)

@@ -179,8 +179,8 @@ def test_metrics_show_error_distribution_anomaly_rate_and_beats_per_request(
     assert 0 <= metric_value(text, f"medserve_positive_rate{{{model}}}") <= 1
     assert metric_value(text, f"medserve_prediction_psi{{{model}}}") >= 0
     assert metric_value(text, f'medserve_feature_psi{{feature="peak_to_peak",{model}}}') >= 0
-    beats_per_request = 'medserve_instances_per_request_sum{model="ecg_anomaly",api='
-    assert metric_value(text, beats_per_request + '"http_json"}') >= 60
+    beats_per_request = 'medserve_instances_per_request_sum{api="http_json",model="ecg_anomaly"}'
+    assert metric_value(text, beats_per_request) >= 60
 
 
 def test_v2_grpc_infer_matches_the_json_api(ecg_service: ServiceProcess, unseen: BeatSet) -> None:

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from medserve.ct.imaging import DecodedSlice, ImageRejected, model_input
+from medserve.ct.imaging import DecodedSlice, ImageRejected, Window, decode_slice, model_input
 from medserve.ct.model import CtPatternModel
-from medserve.ct.schema import CtSlice, decode
+from medserve.ct.schema import CtSlice
 from medserve.ct.settings import get_ct_settings
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError, field_errors, validation_error
@@ -43,16 +43,16 @@ def _query(request: Request) -> ImageQuery:
         raise validation_error(field_errors(exc, lambda _: None)) from None
 
 
-async def _body(request: Request) -> bytes:
-    body = await read_body(request, get_ct_settings().max_image_bytes)
+async def _decoded_body(request: Request) -> DecodedSlice:
+    """The body decoded in a thread, keeping the HTTP status of the refusal."""
+    settings = get_ct_settings()
+    body = await read_body(request, settings.max_image_bytes)
     if not body:
         raise ServiceError(400, "empty_body", "send the slice file as the request body")
-    return body
-
-
-async def _decoded_body(request: Request) -> DecodedSlice:
+    window = Window(settings.window_center, settings.window_width)
+    sides = (settings.min_image_side, settings.max_image_side)
     try:
-        return await asyncio.to_thread(decode, await _body(request))
+        return await asyncio.to_thread(decode_slice, body, window, settings.max_image_bytes, sides)
     except ImageRejected as exc:
         raise ServiceError(exc.status, exc.code, exc.detail, field="image") from None
 
@@ -65,9 +65,8 @@ def _ct_model(plane: DataPlane) -> CtPatternModel:
 
 async def predict_image(request: Request, plane: DataPlane, request_id: str) -> Response:
     query = _query(request)
-    instance = CtSlice.model_construct(
-        image=await _body(request), include_identifiers=query.identifiers
-    )
+    decoded = await _decoded_body(request)
+    instance = CtSlice(image=decoded, include_identifiers=query.identifiers)
     answered = await plane.predict_instances([instance], request_id, PREDICT_API)
     return json_response(predictions_payload(plane, request_id, answered.rows()))
 

@@ -11,14 +11,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from medserve.ct.gradcam import GradCam, overlay_png
-from medserve.ct.imaging import (
-    AIR_MAX_HU,
-    LUNG_DENSITY_MAX_HU,
-    DecodedSlice,
-    ImageRejected,
-    Window,
-    model_input,
-)
+from medserve.ct.imaging import AIR_MAX_HU, LUNG_DENSITY_MAX_HU, Window, model_input
 from medserve.ct.runtime import (
     ExecutionPlan,
     InferenceRunner,
@@ -26,11 +19,10 @@ from medserve.ct.runtime import (
     open_runner,
     plan_execution,
 )
-from medserve.ct.schema import CtPrediction, CtSlice, decode
+from medserve.ct.schema import CtPrediction, CtSlice
 from medserve.ct.settings import CtSettings, get_ct_settings
 from medserve.drift import ReferenceProfile
 from medserve.serving.batching import BatchLimits
-from medserve.serving.errors import ServiceError
 from medserve.serving.model import Columns, ModelInputs, ServedModel, StoredModel
 from medserve.serving.tensors import TensorSpec
 from medserve.settings import Settings, get_settings
@@ -68,9 +60,10 @@ class CtPatternModel(ServedModel):
     instance_schema = CtSlice
     answer_schema = CtPrediction
     instances_key = "instances"
-    # Decoding (JPEG 2000 slices take tens of milliseconds), resizing, the model and the drift
-    # statistics all run in threads: NumPy, Pillow and ONNX Runtime release the GIL.
-    preprocess_in_thread = True
+    # Decoding (validation: JPEG 2000 slices take tens of milliseconds), resizing, the model and
+    # the drift statistics all run in threads: pydicom's decoders, NumPy, Pillow and ONNX
+    # Runtime release the GIL, and the event loop keeps accepting requests meanwhile.
+    decodes_files = True
     predict_in_thread = True
     v2_inputs = (TensorSpec(name="image", datatype="BYTES", shape=[-1]),)
     v2_outputs = (
@@ -127,9 +120,9 @@ class CtPatternModel(ServedModel):
         return BatchLimits(cap, self.plan.concurrent_batches)
 
     def preprocess(self, instances: Sequence[BaseModel]) -> ModelInputs:
-        """Decode every file (refusing what the model must not read) and resize it."""
-        slices = [_decoded(instance, i, len(instances)) for i, instance in enumerate(instances)]
-        rows = np.stack([model_input(s.windowed, self.image_size) for s, _ in slices])
+        """Resize every decoded slice (decoding refused what the model must not read)."""
+        slices = [(i.image, i.include_identifiers) for i in instances]  # type: ignore[attr-defined]
+        rows = np.stack([model_input(decoded.windowed, self.image_size) for decoded, _ in slices])
         return ModelInputs(rows, context=slices)
 
     def instances_from_tensors(self, tensors: Mapping[str, np.ndarray]) -> list[Any]:
@@ -217,16 +210,6 @@ class CtPatternModel(ServedModel):
 
     def allowed(self, field: str) -> str | None:
         return "a DICOM CT slice (base64 in JSON), or a lung-windowed grayscale PNG/JPEG"
-
-
-def _decoded(instance: BaseModel, index: int, count: int) -> tuple[DecodedSlice, bool]:
-    """One instance's decoded slice and whether its identifiers are wanted back."""
-    assert isinstance(instance, CtSlice)
-    try:
-        return decode(instance.image), instance.include_identifiers
-    except ImageRejected as exc:
-        where = f"instance {index}: " if count > 1 else ""
-        raise ServiceError(exc.status, exc.code, where + exc.detail, field="image") from None
 
 
 def _objects(values: Iterable[Any]) -> np.ndarray:

@@ -8,38 +8,33 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from medserve.ct.imaging import DecodedSlice, Window, decode_slice
+from medserve.ct.imaging import DecodedSlice, ImageRejected, Window, decode_slice
 from medserve.ct.settings import get_ct_settings
 
 
-def image_bytes(value: Any) -> bytes:
-    """The file of one slice: bytes (v2 BYTES tensors, the raw route) or base64 text (JSON).
+def decode_image(value: Any) -> DecodedSlice:
+    """Bytes (v2 BYTES tensors, the raw route) or base64 text (JSON) -> a decoded slice.
 
-    Only the size is checked here: decoding is the model's preprocessing, which the data plane
-    runs off the event loop, and a file it cannot read is refused there with its reason.
+    Decoding happens during validation, so a file the model cannot read is refused with its
+    reason before it reaches a batch.
     """
+    if isinstance(value, DecodedSlice):
+        return value
     if isinstance(value, str):
         value = value.encode()
     if not isinstance(value, bytes):
         raise ValueError("expected the file's bytes (base64 text in JSON)")
-    data = _unwrap_base64(value)
-    if not data:
-        raise ValueError("the file is empty")
-    limit = get_ct_settings().max_image_bytes
-    if len(data) > limit:
-        raise ValueError(f"the file exceeds {limit} bytes")
-    return data
-
-
-def decode(data: bytes) -> DecodedSlice:
-    """A slice file -> windowed pixels and facts, with the service's window and limits."""
     settings = get_ct_settings()
-    return decode_slice(
-        data,
-        Window(settings.window_center, settings.window_width),
-        settings.max_image_bytes,
-        (settings.min_image_side, settings.max_image_side),
-    )
+    data = _unwrap_base64(value)
+    try:
+        return decode_slice(
+            data,
+            Window(settings.window_center, settings.window_width),
+            settings.max_image_bytes,
+            (settings.min_image_side, settings.max_image_side),
+        )
+    except ImageRejected as exc:
+        raise ValueError(exc.detail) from None
 
 
 def _unwrap_base64(value: bytes) -> bytes:
@@ -51,9 +46,9 @@ def _unwrap_base64(value: bytes) -> bytes:
         return value
 
 
-ImageFile = Annotated[
-    bytes,
-    PlainValidator(image_bytes),
+DecodedImage = Annotated[
+    DecodedSlice,
+    PlainValidator(decode_image),
     WithJsonSchema(
         {
             "type": "string",
@@ -68,9 +63,9 @@ ImageFile = Annotated[
 class CtSlice(BaseModel):
     """One slice to classify."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    image: ImageFile
+    image: DecodedImage
     include_identifiers: bool = Field(
         default=False,
         description="Echo the DICOM identifiers read (Study/Series/SOP Instance UID, "

@@ -95,8 +95,13 @@ class DataPlane:
         except ValidationError as exc:
             raise self.to_service_error(exc, prefix) from None
 
-    def parse_predict_request(self, body: bytes) -> list[BaseModel]:
-        """The instances of a `/predict` body."""
+    async def predict_request_instances(self, body: bytes) -> list[BaseModel]:
+        """The validated instances of a `/predict` body (decoded in a thread for file models)."""
+        if self.model.decodes_files:
+            return await asyncio.to_thread(self._predict_request_instances, body)
+        return self._predict_request_instances(body)
+
+    def _predict_request_instances(self, body: bytes) -> list[BaseModel]:
         parsed = self.parse_json(self.request_schema, body)
         return list(getattr(parsed, self.model.instances_key))
 
@@ -115,9 +120,14 @@ class DataPlane:
     def field_errors(self, exc: ValidationError, prefix: str = "") -> list[FieldError]:
         return field_errors(exc, self.model.allowed, prefix)
 
-    def validate_instances(self, raw: list[Any], prefix: str) -> list[BaseModel]:
+    async def validate_instances(self, raw: list[Any], prefix: str) -> list[BaseModel]:
         """JSON-like instances decoded from tensors -> validated instances, or a 400 naming the
         first offending `<prefix>.<row>.<field>` (the protocol's status for invalid tensors)."""
+        if self.model.decodes_files:
+            return await asyncio.to_thread(self._validate_instances, raw, prefix)
+        return self._validate_instances(raw, prefix)
+
+    def _validate_instances(self, raw: list[Any], prefix: str) -> list[BaseModel]:
         try:
             return self._instances.validate_python(raw)
         except ValidationError as exc:
@@ -143,7 +153,7 @@ class DataPlane:
     # -- inference -------------------------------------------------------------------------------
     async def preprocess(self, instances: Sequence[BaseModel]) -> ModelInputs:
         """Validated JSON instances -> model inputs (in a thread for models that decode files)."""
-        if self.model.preprocess_in_thread:
+        if self.model.decodes_files:
             return await asyncio.to_thread(self.model.preprocess, instances)
         return self.model.preprocess(instances)
 

@@ -190,9 +190,8 @@ def predictions_payload(plane: DataPlane, request_id: str, rows: list[dict[str, 
 
 # -- shared routes -------------------------------------------------------------------------------
 async def _predict(request: Request, plane: DataPlane, request_id: str) -> Response:
-    instances = plane.parse_predict_request(
-        await read_json_body(request, plane.settings.max_body_bytes)
-    )
+    body = await read_json_body(request, plane.settings.max_body_bytes)
+    instances = await plane.predict_request_instances(body)
     answered = await plane.predict_instances(instances, request_id, API_PREDICT)
     return json_response(predictions_payload(plane, request_id, answered.rows()))
 

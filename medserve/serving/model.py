@@ -78,8 +78,9 @@ class ServedModel(ABC):
     # Heavy models (TensorFlow, ONNX Runtime) release the GIL while they compute: predicting in a
     # thread keeps the event loop accepting and decoding the next requests meanwhile.
     predict_in_thread: ClassVar[bool] = False
-    # Likewise for preprocessing that decodes files (images) rather than reading numbers.
-    preprocess_in_thread: ClassVar[bool] = False
+    # Models whose instances are files (images): validating them decodes them, which takes
+    # milliseconds, so validation and preprocessing run in a thread too.
+    decodes_files: ClassVar[bool] = False
     tag: str
     reference: ReferenceProfile
 

@@ -102,4 +102,5 @@ async def model_inputs(
     if trusted is not None:
         return trusted
     raw = model.instances_from_tensors(tensors)
-    return await plane.preprocess(plane.validate_instances(raw, prefix=model.v2_inputs[0].name))
+    instances = await plane.validate_instances(raw, prefix=model.v2_inputs[0].name)
+    return await plane.preprocess(instances)
