@@ -5,9 +5,11 @@ pass against the real service. Only the bind addresses, ports and homes are move
 temporary folders.
 
 The read-only root is a private mount namespace (`unshare -m`, needs root, as the test setup's
-apt-get does): `/` is remounted read-only, `/tmp` (the pod's emptyDir; the test homes live in it)
-stays writable, and the pod's init container (the copy of the baked model store into the
-writable home) runs in it first.
+apt-get does): every filesystem is remounted read-only - `/`, and `/tmp` when it is a mount of
+its own, so a checkout under `/tmp` is read-only too - except the pod's home (its `state`
+emptyDir), bind-mounted onto itself first; the pod's `/tmp` emptyDir is a folder in that home
+(TMPDIR). The pod's init container (the copy of the baked model store into the writable home)
+runs in it first.
 """
 
 from __future__ import annotations
@@ -29,10 +31,21 @@ from tests.chart_render import ROOT, of_kind, render, resource_name
 from tests.servers import ServiceProcess, medserve_service
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
-READ_ONLY_ROOT = (
-    'set -e; mount --make-rprivate /; mount --bind /tmp /tmp; mount -o remount,bind,ro /; exec "$@"'
-)
-SANDBOX = ("unshare", "--mount", "sh", "-c", READ_ONLY_ROOT, "read-only-root")
+
+
+def sandbox(writable: Path) -> tuple[str, ...]:
+    """A command prefix running the rest with every filesystem read-only but `writable`."""
+    read_only = ["/", *(["/tmp"] if os.path.ismount("/tmp") else [])]
+    script = "; ".join(
+        [
+            "set -e",
+            "mount --make-rprivate /",
+            f"mount --bind '{writable}' '{writable}'",
+            *(f"mount -o remount,bind,ro {mount}" for mount in read_only),
+            'exec "$@"',
+        ]
+    )
+    return ("unshare", "--mount", "sh", "-c", script, "read-only-root")
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +96,19 @@ def pod(
     assert pod_env(init)["BENTOML_HOME"] == env["BENTOML_HOME"]
     env["BENTOML_HOME"] = str(home / "bentoml")
     baked = {"BAKED_BENTOML_HOME": os.environ["BENTOML_HOME"], "BENTOML_HOME": env["BENTOML_HOME"]}
-    copied = subprocess.run([*SANDBOX, *init["command"]], env=os.environ | baked, text=True)
+    copied = subprocess.run([*sandbox(home), *init["command"]], env=os.environ | baked, text=True)
     assert copied.returncode == 0
+    (home / "tmp").mkdir()  # the pod's /tmp emptyDir
     env |= {
         "MEDSERVE_HOME": str(home),
         "HOME": str(home),
+        "TMPDIR": str(home / "tmp"),
         f"MEDSERVE_{model.upper()}_MODEL_TAG": model_tags[model],
     }
     # Bind to loopback here; medserve_service also moves the ports.
     env["MEDSERVE_HTTP_HOST"] = "127.0.0.1"
     target = container["command"][2]
-    with medserve_service(target, home, dict(os.environ) | env, wrapper=SANDBOX) as service:
+    with medserve_service(target, home, dict(os.environ) | env, wrapper=sandbox(home)) as service:
         yield container, service
 
 
@@ -131,12 +146,18 @@ def test_an_unknown_path_is_not_a_healthy_probe(pod: tuple[dict[str, Any], Servi
     assert httpx.get(f"{service.url}/healthcheck-typo", timeout=5).status_code == 404
 
 
-def test_the_sandbox_root_is_read_only_and_tmp_writable(tmp_path: Path) -> None:
-    """The pods above ran read-only, or this fails."""
-    probe = (
-        f"touch {ROOT}/.read-only-probe 2>/dev/null && echo root-writable; "
-        f"touch {tmp_path}/ok && echo tmp-writable; true"
+def test_the_sandbox_is_read_only_but_for_the_pod_home(tmp_path: Path) -> None:
+    """The pods above ran read-only, or this fails: the checkout (wherever it lives, /tmp too),
+    /tmp itself and the root are read-only; only the pod's home is writable."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    probe = "; ".join(
+        f"touch {where}/.probe 2>/dev/null && echo {name}-writable"
+        for name, where in (("checkout", ROOT), ("tmp", elsewhere), ("root", "/"), ("home", home))
     )
-    result = subprocess.run([*SANDBOX, "sh", "-c", probe], capture_output=True, text=True)
+    result = subprocess.run(
+        [*sandbox(home), "sh", "-c", probe + "; true"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["tmp-writable"], result.stdout + result.stderr
+    assert result.stdout.split() == ["home-writable"], result.stdout + result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import queue
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,33 @@ def test_v2_predictions_go_to_the_shared_log(heart_service: ServiceProcess, tran
     stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()
     assert stored["transport"] == ("grpc" if transport == "grpc" else "v2_rest")
     assert stored["inputs"]["chol"] == VALID_PATIENT["chol"]
+
+
+def test_official_client_streams_answers_and_errors_by_request_id(
+    heart_service: ServiceProcess,
+) -> None:
+    """tritonclient's `start_stream` / `async_stream_infer` on a live service: every request of
+    the stream is answered under its id, a bad one with an error, and all land in the log."""
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    c = tgrpc.InferenceServerClient(heart_service.grpc_target)
+    c.start_stream(callback=lambda result, error: answers.put((result, error)))
+    rows = to_matrix([VALID_PATIENT] * 3)
+    rows[1, 4] = 999.0  # cholesterol out of range
+    try:
+        for i, row in enumerate(rows):
+            c.async_stream_infer(
+                MODEL, [infer_input("grpc", row[None, :], "FP64")], request_id=f"s{i}"
+            )
+        got = [answers.get(timeout=30) for _ in rows]
+    finally:
+        c.stop_stream()
+    by_id = {r.get_response().id: r for r, e in got if e is None}
+    errors = [e for _, e in got if e is not None]
+    assert set(by_id) == {"s0", "s2"}
+    assert len(errors) == 1 and "features.0.chol" in str(errors[0])
+    prediction_id = by_id["s2"].as_numpy("prediction_id")[0].decode()
+    stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()
+    assert stored["transport"] == "grpc_stream" and stored["request_id"] == "s2"
 
 
 def _bad_cases() -> list[tuple[str, dict[str, Any]]]:

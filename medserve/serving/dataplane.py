@@ -55,9 +55,16 @@ class Answered:
 
     columns: Columns
     keyed: Mapping[str, Sequence[str]]
+    # The logged rows (every column but the id and the unlogged ones), made for the log anyway:
+    # when nothing is unlogged they are the JSON rows but for the id.
+    logged: list[dict[str, Any]]
+    complete: bool
 
     def rows(self) -> list[dict[str, Any]]:
-        return answer_rows(self.columns, self.keyed)
+        if not self.complete:
+            return answer_rows(self.columns, self.keyed)
+        ids = self.columns[PREDICTION_ID].tolist()
+        return [{PREDICTION_ID: pid, **row} for pid, row in zip(ids, self.logged, strict=True)]
 
 
 class DataPlane:
@@ -169,22 +176,30 @@ class DataPlane:
         outputs = await self.batcher.submit(inputs.rows)
         columns = {PREDICTION_ID: np.array(new_ids(len(inputs)), dtype=object)}
         columns |= model.postprocess(outputs, inputs)
-        classes = model.predicted_classes(outputs).tolist()
-        await self._record(inputs, columns, classes, request_id, api)
-        for predicted, n in Counter(classes).items():
-            self._prediction_counter(predicted).inc(n)
-        self._instances_histogram(api).observe(len(inputs))
-        return Answered(columns=columns, keyed=model.keyed_columns)
-
-    async def _record(
-        self, inputs: ModelInputs, columns: Columns, classes: list[int], request_id: str, api: str
-    ) -> None:
-        model = self.model
-        logged = {
+        logged_columns = {
             name: column
             for name, column in columns.items()
             if name != PREDICTION_ID and name not in model.unlogged_columns
         }
+        logged = answer_rows(logged_columns, model.keyed_columns)
+        classes = model.predicted_classes(outputs).tolist()
+        await self._record(inputs, columns, logged, classes, request_id, api)
+        for predicted, n in Counter(classes).items():
+            self._prediction_counter(predicted).inc(n)
+        self._instances_histogram(api).observe(len(inputs))
+        complete = len(logged_columns) == len(columns) - 1
+        return Answered(columns, model.keyed_columns, logged, complete)
+
+    async def _record(
+        self,
+        inputs: ModelInputs,
+        columns: Columns,
+        logged: list[dict[str, Any]],
+        classes: list[int],
+        request_id: str,
+        api: str,
+    ) -> None:
+        model = self.model
         now = utcnow()
         records = [
             {
@@ -201,7 +216,7 @@ class DataPlane:
             for prediction_id, logged_inputs, outputs, predicted in zip(
                 columns[PREDICTION_ID].tolist(),
                 model.logged_inputs(inputs),
-                answer_rows(logged, model.keyed_columns),
+                logged,
                 classes,
                 strict=True,
             )

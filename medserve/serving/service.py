@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import bentoml
 import grpc
 from pydantic import BaseModel
+from threadpoolctl import threadpool_limits
 
 from medserve import model_store
 from medserve.prediction_log import PredictionLog
@@ -87,6 +88,9 @@ class MedserveService:
 
     def __init__(self) -> None:
         settings = get_settings()
+        # NumPy's BLAS would start a thread per core in every worker: with several workers on a
+        # pod's cores they fight (batched ECG matrix products slowed tenfold under load here).
+        threadpool_limits(max(1, settings.cores // settings.workers), user_api="blas")
         tag = ModelSource.from_env(self.model_class.name).tag_to_load(settings)
         self.plane = DataPlane(
             self.model_class.load(tag), settings, PredictionLog(settings.resolved_database_url)
