@@ -13,6 +13,7 @@ windows at a regular spacing; queueing shows as a tail spread evenly over the ru
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -74,7 +75,7 @@ def summary(samples: list[tuple[float, int]], rows: list[dict[str, float]]) -> l
     latencies = sorted(elapsed for _, elapsed in samples)
     p99 = percentile(latencies, 99)
     slow = [r["from s"] for r in rows if r["max ms"] * 1e3 >= p99]
-    gaps = [round(b - a, 2) for a, b in zip(slow, slow[1:], strict=False)]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(slow)]
     worst = sorted(samples, key=lambda s: s[1], reverse=True)[:10]
     return [
         f"- {len(latencies)} answers; p50 {percentile(latencies, 50) / 1e3:.2f} ms, "

@@ -25,7 +25,10 @@ from medserve.serving.http_api import SHARED_ROUTES, HttpApi, HttpRoute
 from medserve.serving.model import ServedModel
 from medserve.serving.oip_grpc import start_grpc_server
 from medserve.serving.oip_rest import OIP_REST_ROUTES
+from medserve.serving.request_timeout import install as install_request_timeout
 from medserve.settings import Settings, get_settings
+
+install_request_timeout()
 
 # Paths served by the shared HTTP app that must stay cheap.
 HOT_PATHS = ("/predict", "/v2", "/metrics", "/readyz", "/livez", "/healthz")
