@@ -8,9 +8,10 @@ venv:
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --locked
 
-## Start the platform locally on embedded defaults (trains the default model if none).
+## Start the platform locally: every service, training the models the store lacks (quickest
+## first, each service starting when its model is ready). One line per step on the terminal.
 up: venv
-	$(UV) run medserve up
+	@$(UV) run --quiet medserve up
 
 system-deps:
 	./tools/install-system-deps.sh

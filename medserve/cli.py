@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medserve.catalogue import SERVICES, ServiceEntry
+from medserve.catalogue import SERVICES
 from medserve.settings import get_settings, use_local_bentoml_home
 
 app = typer.Typer(help="medserve: serve clinical ML models.", no_args_is_help=True)
@@ -21,10 +18,11 @@ console = Console(stderr=True)
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(ctx: typer.Context) -> None:
     settings = get_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
     use_local_bentoml_home(settings)
+    if ctx.invoked_subcommand != "doctor":  # the doctor reports an unwritable home instead
+        settings.home.mkdir(parents=True, exist_ok=True)
 
 
 @app.command()
@@ -184,50 +182,6 @@ def anonymize_file(
     raise typer.Exit(2)
 
 
-def _print_urls(entry: ServiceEntry, http_port: int, grpc_port: int) -> None:
-    base = f"http://127.0.0.1:{http_port}"
-    pages = "".join(f"  page     {base}{page}\n" for page in entry.pages)
-    console.print(
-        f"[bold]{entry.model}[/] on {base}\n{pages}"
-        f"  predict  POST {base}/predict · feedback POST {base}/feedback\n"
-        f"  metrics  {base}/metrics · model card {base}/model · docs {base}/docs\n"
-        f"  OIP v2   {base}/v2/models/{entry.model} · gRPC 127.0.0.1:{grpc_port}"
-    )
-
-
-def _service_process(
-    entry: ServiceEntry, http_port: int, grpc_port: int, workers: int | None
-) -> subprocess.Popen[bytes]:
-    settings = get_settings()
-    env = dict(os.environ, MEDSERVE_HTTP_PORT=str(http_port), MEDSERVE_GRPC_PORT=str(grpc_port))
-    if workers is not None:
-        env["MEDSERVE_WORKERS"] = str(workers)
-    command = [sys.executable, "-m", "bentoml", "serve", entry.target]
-    command += ["--host", settings.http_host, "--port", str(http_port)]
-    return subprocess.Popen(command, env=env)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _wait(processes: list[subprocess.Popen[bytes]]) -> int:
-    """Wait for the services; stop all of them when one exits or on Ctrl-C / SIGTERM."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        while all(p.poll() is None for p in processes):
-            try:
-                processes[0].wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                continue
-    except KeyboardInterrupt:
-        pass
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    return max((p.wait() for p in processes), default=0)
-
-
 @app.command()
 def serve(
     model: Annotated[str, typer.Argument()] = "heart_risk",
@@ -235,31 +189,42 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
     """Serve MODEL with BentoML in the foreground."""
+    from medserve import launcher
+
     if model not in SERVICES:
         raise typer.BadParameter(f"known: {', '.join(SERVICES)}", param_hint="MODEL")
-    entry = SERVICES[model]
-    http_port = port or int(os.environ.get("MEDSERVE_HTTP_PORT", entry.http_port))
-    grpc_port = int(os.environ.get("MEDSERVE_GRPC_PORT", entry.grpc_port))
-    _print_urls(entry, http_port, grpc_port)
-    raise typer.Exit(_wait([_service_process(entry, http_port, grpc_port, workers)]))
+    # As before: MEDSERVE_HTTP_PORT / MEDSERVE_GRPC_PORT, when set, win over the catalogue.
+    http_port = port or int(os.environ.get("MEDSERVE_HTTP_PORT", 0)) or None
+    grpc_port = int(os.environ.get("MEDSERVE_GRPC_PORT", 0)) or None
+    settings = get_settings()
+    code = launcher.serve(
+        SERVICES[model], settings, console, workers=workers, ports=(http_port, grpc_port)
+    )
+    raise typer.Exit(code)
 
 
 @app.command()
 def up(
     workers: Annotated[int | None, typer.Option(help="Worker processes per service.")] = None,
 ) -> None:
-    """Start the platform on embedded defaults: train missing models, serve every service."""
-    from medserve.model_store import has_model
+    """Serve every service; train missing models (quickest first), each service starting as
+    soon as its model is ready."""
+    from medserve.launcher import Launcher
 
-    for name in SERVICES:
-        if not has_model(f"{name}:latest"):
-            console.print(f"no {name} model in the local store: training one first")
-            train(name)
-    processes = []
-    for entry in SERVICES.values():
-        _print_urls(entry, entry.http_port, entry.grpc_port)
-        processes.append(_service_process(entry, entry.http_port, entry.grpc_port, workers))
-    raise typer.Exit(_wait(processes))
+    raise typer.Exit(Launcher(get_settings(), console, workers=workers).run())
+
+
+@app.command()
+def doctor() -> None:
+    """Check what each feature needs on this machine and say how to fix what is missing."""
+    from medserve.doctor import checks_table, failed, run_checks
+
+    checks = run_checks(get_settings())
+    Console().print(checks_table(checks))
+    problems = failed(checks)
+    if problems:
+        console.print(f"[red]{len(problems)} required check(s) failed[/]")
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,18 @@ class Settings(BaseSettings):
         description="Requests of one ModelStreamInfer stream in the data plane at once; beyond "
         "it the stream is not read, so HTTP/2 flow control pushes back on the client.",
     )
+    port_offset: int = Field(
+        default=0,
+        ge=0,
+        le=50_000,
+        description="Added to every catalogue port (HTTP and gRPC) by `medserve up`, `serve` and "
+        "`doctor`: a second platform beside the first.",
+    )
+    ready_timeout_s: float = Field(
+        default=300,
+        gt=0,
+        description="How long `medserve up` and `serve` wait for a started service to be ready.",
+    )
     workers: int = Field(default=1, ge=1, description="BentoML worker processes per service.")
     cpu_limit: int = Field(
         default=0,
@@ -86,6 +98,11 @@ class Settings(BaseSettings):
         """Cores to size thread pools by: the CPU affinity, capped by `cpu_limit` when set."""
         affinity = len(os.sched_getaffinity(0))
         return min(affinity, self.cpu_limit) if self.cpu_limit else affinity
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where `medserve up` sends the services' and the trainings' output."""
+        return self.home / "logs"
 
     @property
     def resolved_database_url(self) -> str:

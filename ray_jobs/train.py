@@ -14,34 +14,69 @@ import json
 import sys
 
 import ray
+from ray.util.queue import Queue
 
 from medserve.ray_runtime import connect
 from medserve.settings import get_settings, use_local_bentoml_home
+from training.progress import ProgressCallback
 from training.registry import TRAINERS, TrainOutcome
+
+PROGRESS_POLL_S = 0.5  # how often the driver forwards the task's progress reports
 
 
 @ray.remote(num_cpus=1)
-def train_task(model: str, with_feedback: bool, export_uri: str | None) -> dict:
-    """Train `model` on this Ray node; returns the `TrainOutcome` as a dict."""
+def train_task(
+    model: str, with_feedback: bool, export_uri: str | None, progress: Queue | None = None
+) -> dict:
+    """Train `model` on this Ray node; returns the `TrainOutcome` as a dict. `progress` is a
+    queue the reports go to (the driver may run on another node)."""
     use_local_bentoml_home()
     from medserve import model_store
 
     settings = get_settings()
-    outcome = TRAINERS[model](settings, with_feedback)
+    report = progress.put_nowait if progress is not None else None
+    outcome = TRAINERS[model](settings, with_feedback, report)
     if export_uri:
         outcome.exported_to = model_store.export_model(outcome.tag, export_uri, settings)
     return outcome.model_dump()
 
 
-def run(model: str, with_feedback: bool = False, export_uri: str | None = None) -> TrainOutcome:
-    """Connect to (or start) Ray, run the training task, return its outcome."""
+def run(
+    model: str,
+    with_feedback: bool = False,
+    export_uri: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainOutcome:
+    """Connect to (or start) Ray, run the training task, return its outcome; `progress` is
+    called in this process with the task's reports."""
     if model not in TRAINERS:
         raise SystemExit(f"unknown model {model!r}; known: {', '.join(sorted(TRAINERS))}")
     # MEDSERVE_* carries the training configuration (e.g. MEDSERVE_CT_TRAIN_IMAGE_SIZE): the
     # training task runs in a worker that does not inherit the driver's environment.
     connect(log_to_driver=True, forward_environment=True)
-    outcome = ray.get(train_task.remote(model, with_feedback, export_uri))
+    if progress is None:
+        outcome = ray.get(train_task.remote(model, with_feedback, export_uri))
+    else:
+        outcome = _run_reporting(model, with_feedback, export_uri, progress)
     return TrainOutcome.model_validate(outcome)
+
+
+def _run_reporting(
+    model: str, with_feedback: bool, export_uri: str | None, progress: ProgressCallback
+) -> dict:
+    """Run the task with a queue actor for its reports, forwarding them until it ends."""
+    queue = Queue(actor_options={"num_cpus": 0})
+    try:
+        ref = train_task.remote(model, with_feedback, export_uri, queue)
+        while True:
+            done, _ = ray.wait([ref], timeout=PROGRESS_POLL_S)
+            # Drained after `done` is seen: every report was put before the task returned.
+            for report in queue.get_nowait_batch(queue.qsize()):
+                progress(report)
+            if done:
+                return ray.get(ref)
+    finally:
+        queue.shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:

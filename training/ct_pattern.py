@@ -47,9 +47,11 @@ from medserve.ct.runtime import KERAS_FILE, ONNX_FILE, export_onnx, onnx_gap
 from medserve.ct.synthetic import SyntheticCtConfig, load_or_generate
 from medserve.drift import build_reference
 from medserve.settings import get_settings
+from training.progress import ProgressCallback, Reporter
 
 ONNX_EQUALITY_TOLERANCE = 1e-3  # in probability, the issue's bound for a faster runtime
 LATENCY_REPEATS = 10
+UNWATCHED = Reporter(MODEL_NAME)  # reports to nobody
 
 
 class CtTrainConfig(BaseSettings):
@@ -249,7 +251,12 @@ def _batch_norm_callback(images: np.ndarray, batch_size: int) -> Any:
     return RecalibrateBatchNorm()
 
 
-def run_trial(architecture: str, data: TrainingData, config: CtTrainConfig) -> TrialResult:
+def run_trial(
+    architecture: str,
+    data: TrainingData,
+    config: CtTrainConfig,
+    report: Reporter = UNWATCHED,
+) -> TrialResult:
     """Train and evaluate one backbone; deterministic for the config's seed."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _limit_threads(config.cpus_per_trial)
@@ -290,11 +297,18 @@ def run_trial(architecture: str, data: TrainingData, config: CtTrainConfig) -> T
         epochs=config.epochs,
         validation_data=(data.validation_images, data.validation_labels),
         # Recalibration first: early stopping must judge (and keep) calibrated weights.
-        callbacks=[_batch_norm_callback(data.calibration_images, config.batch_size), stop],
+        callbacks=[
+            _batch_norm_callback(data.calibration_images, config.batch_size),
+            stop,
+            *report.keras_callbacks(config.epochs, part=architecture),
+        ],
         shuffle=True,
         verbose=0,
     )
     train_seconds = time.perf_counter() - started
+    epochs_run = len(history.history["loss"])
+    # Early stopping may end the part before its last epoch: it is complete all the same.
+    report("epochs", part=architecture, completed=epochs_run, total=epochs_run)
     finished_at = time.time()
     validation = np.asarray(model.predict(data.validation_images, verbose=0))
     test = np.asarray(model.predict(data.test_images, verbose=0))
@@ -305,7 +319,7 @@ def run_trial(architecture: str, data: TrainingData, config: CtTrainConfig) -> T
         test_accuracy=float(np.mean(test.argmax(1) == data.test_labels)),
         test_auroc=_auroc(data.test_labels, test),
         parameters=int(model.count_params()),
-        epochs_run=len(history.history["loss"]),
+        epochs_run=epochs_run,
         train_seconds=train_seconds,
         started_at=started_at,
         finished_at=finished_at,
@@ -332,17 +346,21 @@ def _model_bytes(model: Any) -> bytes:
         return path.read_bytes()
 
 
-def run_trials(data: TrainingData, config: CtTrainConfig) -> list[TrialResult]:
+def run_trials(
+    data: TrainingData, config: CtTrainConfig, report: Reporter = UNWATCHED
+) -> list[TrialResult]:
     """Every architecture: as parallel Ray tasks when Ray is up, else one after another."""
     import ray
 
+    for name in config.architectures:  # every part's count, before any starts
+        report("epochs", part=name, total=config.epochs)
     if not ray.is_initialized():
-        return [run_trial(name, data, config) for name in config.architectures]
+        return [run_trial(name, data, config, report) for name in config.architectures]
     # One process per trial (max_calls=1): TF's thread pools are fixed per process, and the
     # memory of a finished backbone goes back to the node.
     remote = ray.remote(max_calls=1)(run_trial).options(num_cpus=config.cpus_per_trial)
     data_ref = ray.put(data)
-    return ray.get([remote.remote(name, data_ref, config) for name in config.architectures])
+    return ray.get([remote.remote(name, data_ref, config, report) for name in config.architectures])
 
 
 def select_winner(results: list[TrialResult]) -> TrialResult:
@@ -372,16 +390,21 @@ def comparison_table(results: list[TrialResult], winner: TrialResult) -> str:
     return "\n".join(lines)
 
 
-def train(config: CtTrainConfig | None = None) -> CtTrainResult:
+def train(
+    config: CtTrainConfig | None = None, progress: ProgressCallback | None = None
+) -> CtTrainResult:
     """Load (or generate) slices, run the trials, store the winner with its ONNX twin."""
     import keras
 
     config = config or CtTrainConfig()
+    report = Reporter(MODEL_NAME, progress)
+    report("slices (synthetic ones are generated once, then cached)")
     window = Window()
     root = dataset_root(config)
     slices, skipped = load_slices(root, config.image_size, window)
     data, counts, train_originals = prepare(slices, config)
-    results = run_trials(data, config)
+    results = run_trials(data, config, report)
+    report("ONNX export and saving")
     winner = select_winner(results)
     table = comparison_table(results, winner)
     with tempfile.TemporaryDirectory() as tmp:

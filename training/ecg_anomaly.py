@@ -37,9 +37,11 @@ from medserve.ecg.model import DRIFT_FEATURES, KERAS_FILE, MODEL_NAME, drift_fea
 from medserve.ecg.synthetic import SyntheticEcgConfig, load_or_generate
 from medserve.prediction_log import LabelledExample
 from medserve.settings import get_settings
+from training.progress import ProgressCallback, Reporter
 
 CONFIRMED_ANOMALOUS = "confirmed_anomalous"  # label of review-loop beats a clinician flagged
 KERAS_EQUALITY_TOLERANCE = 1e-5
+UNWATCHED = Reporter(MODEL_NAME)  # reports to nobody
 
 
 class EcgTrainConfig(BaseSettings):
@@ -115,7 +117,12 @@ def split_by_record(beats: BeatSet, test_size: float, seed: int) -> tuple[BeatSe
     return beats.subset(~test), beats.subset(test)
 
 
-def fit_autoencoder(normal: np.ndarray, validation: np.ndarray, config: EcgTrainConfig) -> Any:
+def fit_autoencoder(
+    normal: np.ndarray,
+    validation: np.ndarray,
+    config: EcgTrainConfig,
+    report: Reporter = UNWATCHED,
+) -> Any:
     """Fit the Keras autoencoder on normalised normal beats; deterministic for a seed."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -135,6 +142,7 @@ def fit_autoencoder(normal: np.ndarray, validation: np.ndarray, config: EcgTrain
         batch_size=config.batch_size,
         validation_data=(validation, validation),
         shuffle=True,
+        callbacks=report.keras_callbacks(config.epochs),
         verbose=0,
     )
     return model
@@ -174,8 +182,14 @@ def evaluate(test: BeatSet, mae: np.ndarray, threshold: float) -> dict[str, Any]
     return metrics
 
 
-def train(config: EcgTrainConfig, feedback: Sequence[LabelledExample] = ()) -> EcgTrainResult:
+def train(
+    config: EcgTrainConfig,
+    feedback: Sequence[LabelledExample] = (),
+    progress: ProgressCallback | None = None,
+) -> EcgTrainResult:
     """Split by record, fit on normal training beats, threshold, evaluate, store."""
+    report = Reporter(MODEL_NAME, progress)
+    report("beats (synthetic ones are generated once, then cached)")
     beats = training_beats(config)
     train_set, test_set = split_by_record(beats, config.test_size, config.seed)
     feedback_ids: list[str] = []
@@ -190,9 +204,11 @@ def train(config: EcgTrainConfig, feedback: Sequence[LabelledExample] = ()) -> E
     )
     normal_train = train_set.subset(~train_set.is_anomalous)
     normal_test = test_set.subset(~test_set.is_anomalous)
+    report("epochs", total=config.epochs)
     model = fit_autoencoder(
-        params.normalise(normal_train.beats), params.normalise(normal_test.beats), config
+        params.normalise(normal_train.beats), params.normalise(normal_test.beats), config, report
     )
+    report("evaluating and saving", completed=config.epochs, total=config.epochs)
     scorer = scorer_from_keras(model, params)
     gap = _keras_gap(model, scorer, test_set.beats)
     if gap > KERAS_EQUALITY_TOLERANCE:

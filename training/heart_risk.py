@@ -32,6 +32,7 @@ from medserve.heart.features import CATEGORICAL_NAMES, to_matrix
 from medserve.heart.model import MODEL_NAME, PIPELINE_FILE, SCORER_FILE
 from medserve.heart.pipeline import build_pipeline, compile_pipeline
 from medserve.prediction_log import LabelledExample
+from training.progress import ProgressCallback, Reporter
 
 
 class HeartTrainConfig(BaseSettings):
@@ -88,12 +89,18 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
 
 
-def train(config: HeartTrainConfig, feedback: pd.DataFrame | None = None) -> HeartTrainResult:
+def train(
+    config: HeartTrainConfig,
+    feedback: pd.DataFrame | None = None,
+    progress: ProgressCallback | None = None,
+) -> HeartTrainResult:
     """Split, select C by stratified CV, fit, evaluate on the held-out 20 %, save to the store.
 
     Confirmed feedback rows (canonical features + `cad`) join the training part only, so that the
     test split stays comparable between runs.
     """
+    report = Reporter(MODEL_NAME, progress)
+    report("cross-validation", total=1)
     data = load_kaggle()
     train_df, test_df = train_test_split(
         data, test_size=config.test_size, stratify=data[TARGET], random_state=config.seed
@@ -114,6 +121,7 @@ def train(config: HeartTrainConfig, feedback: pd.DataFrame | None = None) -> Hea
         scoring="accuracy",
     )
     search.fit(x_train, y_train)
+    report("evaluating and saving", completed=1, total=1)
     pipeline = search.best_estimator_
     best = search.best_index_
     metrics = evaluate(y_test, pipeline.predict_proba(x_test)[:, 1])

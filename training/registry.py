@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from medserve.prediction_log import PredictionLog
 from medserve.settings import Settings
+from training.progress import ProgressCallback
 
 
 class TrainOutcome(BaseModel):
@@ -22,18 +23,22 @@ class TrainOutcome(BaseModel):
     )
 
 
-def _train_heart_risk(settings: Settings, with_feedback: bool) -> TrainOutcome:
+def _train_heart_risk(
+    settings: Settings, with_feedback: bool, progress: ProgressCallback | None = None
+) -> TrainOutcome:
     from training.heart_risk import HeartTrainConfig, feedback_frame, train
 
     feedback = None
     if with_feedback:
         log = PredictionLog(settings.resolved_database_url)
         feedback = feedback_frame(log.labelled("heart_risk"))
-    result = train(HeartTrainConfig(), feedback)
+    result = train(HeartTrainConfig(), feedback, progress)
     return TrainOutcome(model="heart_risk", tag=result.tag, metrics=result.metrics)
 
 
-def _train_ecg_anomaly(settings: Settings, with_feedback: bool) -> TrainOutcome:
+def _train_ecg_anomaly(
+    settings: Settings, with_feedback: bool, progress: ProgressCallback | None = None
+) -> TrainOutcome:
     from training.ecg_anomaly import EcgTrainConfig, train
 
     config = EcgTrainConfig()
@@ -41,22 +46,32 @@ def _train_ecg_anomaly(settings: Settings, with_feedback: bool) -> TrainOutcome:
     if with_feedback:
         log = PredictionLog(settings.resolved_database_url)
         feedback = log.labelled("ecg_anomaly", config.feedback_since, config.feedback_until)
-    result = train(config, feedback)
+    result = train(config, feedback, progress)
     return TrainOutcome(model="ecg_anomaly", tag=result.tag, metrics=result.metrics)
 
 
-def _train_ct_pattern(settings: Settings, with_feedback: bool) -> TrainOutcome:
+def _train_ct_pattern(
+    settings: Settings, with_feedback: bool, progress: ProgressCallback | None = None
+) -> TrainOutcome:
     from training.ct_pattern import CtTrainConfig, train
 
     if with_feedback:
         raise ValueError("ct_pattern has no review loop yet: there is no feedback to add")
-    result = train(CtTrainConfig())
+    result = train(CtTrainConfig(), progress)
     return TrainOutcome(
         model="ct_pattern", tag=result.tag, metrics=result.metrics, report=result.report
     )
 
 
-TRAINERS: dict[str, Callable[[Settings, bool], TrainOutcome]] = {
+class Trainer(Protocol):
+    """Trains one model: settings, whether to add review-loop feedback, optional progress."""
+
+    def __call__(
+        self, settings: Settings, with_feedback: bool, progress: ProgressCallback | None = None
+    ) -> TrainOutcome: ...
+
+
+TRAINERS: dict[str, Trainer] = {
     "heart_risk": _train_heart_risk,
     "ecg_anomaly": _train_ecg_anomaly,
     "ct_pattern": _train_ct_pattern,
