@@ -84,7 +84,9 @@ THEIRS_OUTPUT = "predict_proba"  # the compiled-scorer runtime's
 # durably and MLServer does not, streams 2x; issue 3: v2 REST 1.5x; the native API is the heart
 # benchmark's 2x).
 RPS_TARGETS = {GRPC: 1.0, GRPC_STREAM: 2.0, V2_REST: 1.5, NATIVE: 2.0}
-TARGET = "target met (req/s ratio, p99 <=)"
+# Where the issues also ask for a p99 no worse than the peer's (for gRPC it is only reported).
+P99_NO_WORSE = {V2_REST, NATIVE}
+TARGET = "target met (req/s ratio; p99 <= for HTTP)"
 # MLServer has no native API: medserve's /predict is compared with MLServer's v2 REST. Its
 # ModelStreamInfer needs a runtime implementing `predict_stream` (no adaptive batching, no
 # parallel workers: its docs' limitations), so medserve's streams face its best unary gRPC.
@@ -502,7 +504,7 @@ def ratio_rows(results: list[ConfigResult]) -> list[dict[str, Any]]:
         rps_ratio = mine.load.rps / theirs.rps
         p99_ratio = mine.load.p99_ms / theirs.p99_ms
         target = RPS_TARGETS[mine.transport]
-        met = rps_ratio >= target and p99_ratio <= 1.0
+        met = rps_ratio >= target and (mine.transport not in P99_NO_WORSE or p99_ratio <= 1.0)
         rows.append(
             {
                 "medserve transport": mine.transport,

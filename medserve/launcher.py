@@ -356,27 +356,37 @@ def report_failure(console: Console, failure: LaunchFailed) -> None:
         console.print(f"last lines of {failure.log}:\n{log_tail(failure.log)}", markup=False)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+# Ctrl-C may arrive twice (the terminal signals make, uv and us, and uv forwards it), and a
+# closed terminal sends SIGHUP to us alone (the children run in sessions of their own).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt_once(signum: int, frame: FrameType | None) -> None:
+    """The first stop signal interrupts; later ones are ignored, so the stop runs to its end."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def stop_requests_interrupt() -> Iterator[None]:
-    """SIGTERM interrupts like Ctrl-C while the block runs."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+def stop_signals_interrupt_once() -> Iterator[None]:
+    """Inside the block the first SIGINT, SIGTERM or SIGHUP raises KeyboardInterrupt and the
+    rest are ignored: the caller stops its children inside the block, uninterrupted."""
+    previous = {sig: signal.signal(sig, _interrupt_once) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def stop_processes(processes: Iterable[subprocess.Popen[bytes]]) -> None:
     """SIGTERM every child's session, then SIGKILL whatever outlives the grace period.
 
-    Further Ctrl-C/SIGTERM are ignored meanwhile: interrupting the stop would leave children.
+    Stop signals are ignored meanwhile: interrupting the stop would leave children.
     """
     running = [p for p in processes if p.poll() is None]
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
         for process in running:
             _signal_session(process, signal.SIGTERM)
@@ -427,19 +437,21 @@ class Launcher:
 
     def run(self) -> int:
         """Start, supervise until a child exits or we are asked to stop, stop all; exit code."""
-        try:
-            with stop_requests_interrupt():
+        with stop_signals_interrupt_once():
+            try:
                 self.start()
                 self.supervise()
-        except KeyboardInterrupt:
-            self.console.print("stopping every service and training", highlight=False)
-            return 0
-        except LaunchFailed as failure:
-            report_failure(self.console, failure)
-            return 1
-        finally:
-            self.bars.progress.stop()
-            self.stop()
+            except KeyboardInterrupt:
+                self.console.print("stopping every service and training", highlight=False)
+                return 0
+            except LaunchFailed as failure:
+                report_failure(self.console, failure)
+                return 1
+            finally:
+                try:
+                    self.bars.progress.stop()  # may fail writing to a terminal that is gone
+                finally:
+                    self.stop()
 
     def start(self) -> None:
         logs = self.settings.logs_dir
@@ -586,18 +598,18 @@ def serve(
     ports: tuple[int | None, int | None],
 ) -> int:
     """`medserve serve`: one service in the foreground, its output on the terminal; the table
-    once it is ready; until it exits, Ctrl-C or SIGTERM."""
-    service = start_service(entry, settings, workers=workers, ports=ports)
-    try:
-        with stop_requests_interrupt():
+    once it is ready; until it exits, Ctrl-C, SIGTERM or SIGHUP."""
+    with stop_signals_interrupt_once():
+        service = start_service(entry, settings, workers=workers, ports=ports)
+        try:
             while not became_ready(service, settings):
                 time.sleep(POLL_S)
             console.print(summary_table([service]))
             return service.process.wait()
-    except KeyboardInterrupt:
-        return 0
-    except LaunchFailed as failure:
-        report_failure(console, failure)
-        return 1
-    finally:
-        stop_processes([service.process])
+        except KeyboardInterrupt:
+            return 0
+        except LaunchFailed as failure:
+            report_failure(console, failure)
+            return 1
+        finally:
+            stop_processes([service.process])

@@ -275,11 +275,16 @@ def running_up(home: Path) -> contextlib.AbstractContextManager[CliRun]:
     return running_cli(["up"], up_env(home, free_offset()))
 
 
-def test_sigterm_during_training_stops_the_training_and_its_local_ray(tmp_path: Path) -> None:
+def test_a_burst_of_stop_signals_during_training_stops_the_training_and_its_local_ray(
+    tmp_path: Path,
+) -> None:
+    """A closed terminal (SIGHUP) and a Ctrl-C that arrives twice (the terminal signals make,
+    uv and us; uv forwards it): the first signal stops, the others must not cut the stop short."""
     with running_up(tmp_path / "home") as run:
         run.wait_for(r"✓ local Ray started", timeout_s=300)
         assert any(is_ray(p) for p in processes_of(run.home))  # the finder sees Ray's processes
-        run.process.send_signal(signal.SIGTERM)
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGINT, signal.SIGTERM):
+            run.process.send_signal(sig)
         assert run.process.wait(timeout=120) == 0
         wait_until(lambda: processes_of(run.home) == [], "end of every process", 60)
     assert "stopping every service and training" in str(run)
