@@ -109,6 +109,23 @@ def _name_words(exam: SyntheticExam) -> set[str]:
     ids = exam.identifiers
     people = [ids.name, ids.responsible, ids.requester]
     people += [v for v in exam.extra_identifiers if re.fullmatch(r"[^\d@]+", v) and " " in v]
+    return name_words(people)
+
+
+def visible(text: str, values: list[str], names: set[str]) -> list[str]:
+    """Which `values` (by index) show in OCR `text`: the digits of a number of 7+ digits, or a
+    word of `names` (never the value itself)."""
+    words = set(re.findall(r"[^\W\d_]+", text))
+    numbers = [re.sub(r"\D", "", run) for run in re.findall(r"\d[\d .\-/()]*\d", text)]
+    found = [f"name_word#{i}" for i, w in enumerate(sorted(names)) if w in words]
+    for i, value in enumerate(values):
+        digits = re.sub(r"\D", "", value)
+        if len(digits) >= _NUMBER_MIN_DIGITS and any(digits in n for n in numbers):
+            found.append(f"number#{i}")
+    return found
+
+
+def name_words(people: list[str]) -> set[str]:
     return {w for p in people for w in plain(p).split() if len(w) >= _NAME_WORD_MIN}
 
 
@@ -116,11 +133,4 @@ def ocr_leaks(pdf: bytes, exam: SyntheticExam, text: str | None = None) -> list[
     """Planted values a reader of the rendered output would see (by index, never the value):
     a word of a person's name, or the digits of a planted number."""
     seen = text if text is not None else ocr_text(pdf)
-    words = set(re.findall(r"[^\W\d_]+", seen))
-    numbers = [re.sub(r"\D", "", run) for run in re.findall(r"\d[\d .\-/()]*\d", seen)]
-    found = [f"name_word#{i}" for i, w in enumerate(sorted(_name_words(exam))) if w in words]
-    for i, value in enumerate(planted_values(exam)):
-        digits = re.sub(r"\D", "", value)
-        if len(digits) >= _NUMBER_MIN_DIGITS and any(digits in n for n in numbers):
-            found.append(f"number#{i}")
-    return found
+    return visible(seen, planted_values(exam), _name_words(exam))

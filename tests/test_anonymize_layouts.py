@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from medserve.anonymize.anonymizer import Anonymizer
+from medserve.anonymize.errors import ExamRejected
 from medserve.anonymize.layouts import BUILTIN_DIR, LayoutError, load_layouts, locate
 from medserve.anonymize.preview import BURNT, HIT, KEPT, preview_png
 from medserve.anonymize.records import QuarantineRecord
@@ -153,12 +154,8 @@ def test_preview_draws_kept_zones_burnt_areas_and_hits(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "layout stacked" in done.stderr
     assert Image.open(tmp_path / "exam.preview.png").format == "PNG"
-    forced = subprocess.run(
-        [sys.executable, "-m", "medserve.cli", "anonymize", "preview", str(source),
-         "--layout", "nonexistent"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert forced.returncode == 2 and "no layout named" in forced.stderr
+    with pytest.raises(ExamRejected, match="no layout named"):
+        preview_png(exam.pdf, load_layouts(), layout="nonexistent")
 
 
 def _cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -177,16 +174,20 @@ def test_a_broken_environment_refuses_to_start(tmp_path: Path) -> None:
     inputs.mkdir()
     (inputs / "exam.pdf").write_bytes(generate_exam(1).pdf)
     bad_layouts = _site(tmp_path, STANDARD.replace("[page_two]", "[page_too]"))
-    for env, reason in (
-        ({"MEDSERVE_ANON_OCR_LANGUAGE": "xx_missing"}, "OCR unavailable"),
-        ({"MEDSERVE_ANON_LAYOUTS_DIR": str(bad_layouts)}, "layout standard.toml"),
-    ):
-        for args in (
+    for env, reason, args in (
+        (
+            {"MEDSERVE_ANON_OCR_LANGUAGE": "xx_missing"},
+            "OCR unavailable",
             ["anonymize", str(inputs), str(out), "--engine", "processpool"],
+        ),
+        (
+            {"MEDSERVE_ANON_LAYOUTS_DIR": str(bad_layouts)},
+            "layout standard.toml",
             ["anonymize-file", str(inputs / "exam.pdf"), str(out / "one.zip")],
-        ):
-            refused = _cli(args, **env)
-            assert refused.returncode == 2, refused.stderr
-            lines = [line for line in refused.stderr.splitlines() if line.startswith("refused")]
-            assert len(lines) == 1 and reason in lines[0], refused.stderr
-            assert not out.exists()
+        ),
+    ):
+        refused = _cli(args, **env)
+        assert refused.returncode == 2, refused.stderr
+        lines = [line for line in refused.stderr.splitlines() if line.startswith("refused")]
+        assert len(lines) == 1 and reason in lines[0], refused.stderr
+        assert not out.exists()

@@ -59,22 +59,28 @@ def _object_strings(obj: _mupdf.PdfObj, depth: int = 0) -> Iterator[str]:
             yield from _object_strings(_mupdf.pdf_dict_get_val(obj, index), depth + 1)
 
 
+def _stream(data: bytes) -> _mupdf.FzStream:
+    return _mupdf.fz_open_buffer(_mupdf.fz_new_buffer_from_copied_data(data))
+
+
 def stream_strings(data: bytes) -> Iterator[str]:
-    """The string operands of a content-like stream, tokenised by MuPDF's PDF lexer (literal and
-    hex strings, escapes and odd-length hex decoded as MuPDF does), as Latin-1 or UTF-16 text."""
-    stream = _mupdf.fz_open_buffer(_mupdf.fz_new_buffer_from_copied_data(data))
+    """The string operands of a content-like stream as text: MuPDF's lexer finds each string
+    token, MuPDF's parser decodes it (escapes, odd-length hex, UTF-16 with a byte-order mark)."""
+    stream = _stream(data)
     lexbuf = _mupdf.PdfLexbuf(_mupdf.PDF_LEXBUF_LARGE)
-    state = lexbuf.m_internal
+    no_document = _mupdf.PdfDocument()
+    start = 0
     while True:
         token = _mupdf.pdf_lex(stream, lexbuf)
+        end = _mupdf.fz_tell(stream)
         if token in (_mupdf.PDF_TOK_EOF, _mupdf.PDF_TOK_ERROR):
             return
         if token == _mupdf.PDF_TOK_STRING:
-            raw = state.scratch[: state.len].encode("utf-8", "surrogateescape")
-            if raw.startswith(b"\xfe\xff"):
-                yield raw[2:].decode("utf-16-be", errors="replace")
-            else:
-                yield raw.decode("latin-1")
+            # The lexer's buffer is a C string to Python (cut at the first NUL byte): the token's
+            # bytes are parsed again as one object instead.
+            parsed = _mupdf.pdf_parse_stm_obj(no_document, _stream(data[start:end]), lexbuf)
+            yield _mupdf.pdf_to_text_string(parsed)
+        start = end
 
 
 def _binary_xrefs(document: pymupdf.Document) -> set[int]:
