@@ -2,15 +2,19 @@
 SHELL := /bin/bash
 UV ?= uv
 
-.PHONY: up test venv system-deps lint bench
+.PHONY: up test venv system-deps ocr-deps lint bench
 
 venv:
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --locked
 
 ## Start the platform locally on embedded defaults (trains the default model if none).
-up: venv
+up: venv ocr-deps
 	$(UV) run medserve up
+
+# Tesseract with Portuguese data for `medserve anonymize` (installed, or how to, without root).
+ocr-deps:
+	@./tools/install-system-deps.sh --ocr-only
 
 system-deps:
 	./tools/install-system-deps.sh
