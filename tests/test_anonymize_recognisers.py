@@ -46,6 +46,8 @@ FOUND = [
     ("name", "PACIENTE JOSÉ DOS SANTOS EM USO DE", "JOSÉ DOS SANTOS"),
     ("name", "Laudado por Dr(a). Xavier Quintella - CRM", "Xavier Quintella"),
     ("name", "Sra. Tânia Brandão refere palpitações", "Tânia Brandão"),
+    ("name", "Sr(a). Tânia Falcão Guimarães Teixeira refere palpitações", "Tânia Falcão"),
+    ("name", "Prof(a). Anísio Loureiro", "Anísio Loureiro"),
     ("name", "conferido com Maria Souza", "Maria Souza"),
 ]
 # Clinical text, kept fields and layout words: no recogniser may fire on any of it.

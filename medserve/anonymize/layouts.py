@@ -227,20 +227,28 @@ def _column_right(rows: list[Row], spec: KeptField) -> KeptValue | None:
     return None
 
 
+def _word_starts(segment: TextLine) -> list[int]:
+    text = segment.text
+    return [i for i, c in enumerate(text) if not c.isspace() and (i == 0 or text[i - 1] == " ")]
+
+
 def _line_below(rows: list[Row], spec: KeptField) -> KeptValue | None:
     for index, row in enumerate(rows[:-1]):
-        for segment in row.segments:
-            if not any(_is_label(segment, label) for label in spec.labels):
+        for label in row.segments:
+            if not any(_is_label(label, name) for name in spec.labels):
                 continue
-            reach = segment.bbox.y1 + BELOW_REACH_EMS * segment.size
+            reach = label.bbox.y1 + BELOW_REACH_EMS * label.size
             for below in rows[index + 1 :]:
                 if below.bbox.y0 > reach:
                     break
+                # The value starts under the label: at a word start aligned with it, even when a
+                # long value in the column to the left runs into it (one segment, then).
                 for candidate in below.segments:
-                    aligned = abs(candidate.bbox.x0 - segment.bbox.x0) <= segment.size
-                    found = _value(candidate, 0, spec.value) if aligned else None
-                    if found:
-                        return KeptValue(segment.bbox, *found)
+                    for start in _word_starts(candidate):
+                        if abs(candidate.boxes[start].x0 - label.bbox.x0) <= label.size:
+                            found = _value(candidate, start, spec.value)
+                            if found:
+                                return KeptValue(label.bbox, *found)
     return None
 
 

@@ -1,6 +1,6 @@
 """Page 2, keep-only: render the profile's tracing area, everything else on the page is black.
 
-Only the tracing area is rendered (less work than the whole page) and pasted onto a black page
+Only the tracing area is rendered (less work than the whole page) and copied onto a black page
 of the full size, so the header, signature, CRM stamp and anything else outside the area never
 reach the output. The output page is that JPEG alone: nothing of the source page (text, vectors,
 fonts) survives.
@@ -57,26 +57,23 @@ def rasterise(page: pymupdf.Page, area: Area, settings: AnonymizerSettings) -> R
     """Page 2 at the configured DPI with only `area` (page points) kept, encoded as JPEG."""
     started = time.perf_counter()
     scale = settings.dpi / 72
-    mode = _PIL_MODES[settings.colour_mode]
+    colourspace = _COLOURSPACES[settings.colour_mode]
     # The page's pixel size as MuPDF would render it whole.
     size = (round(page.rect.width * scale), round(page.rect.height * scale))
     box = area_pixels(area, scale, size)
-    image = Image.new(mode, size, 0)
+    canvas = pymupdf.Pixmap(colourspace, pymupdf.IRect(0, 0, *size), False)
+    canvas.clear_with(0)
     if box[2] > box[0] and box[3] > box[1]:
-        clip = pymupdf.Rect(box) / scale
         with _RENDER_LOCK:
             pymupdf.TOOLS.set_aa_level(settings.anti_aliasing)
-            pixmap = page.get_pixmap(
-                dpi=settings.dpi,
-                colorspace=_COLOURSPACES[settings.colour_mode],
-                alpha=False,
-                clip=clip,
-            )
-        # frombytes copies the samples; the crop keeps exactly the area's pixels.
-        tile = Image.frombytes(mode, (pixmap.width, pixmap.height), pixmap.samples)
-        left, top = box[0] - pixmap.x, box[1] - pixmap.y
-        image.paste(tile.crop((left, top, left + box[2] - box[0], top + box[3] - box[1])), box[:2])
-        del pixmap, tile
+            clip = pymupdf.Rect(box) / scale
+            tile = page.get_pixmap(dpi=settings.dpi, colorspace=colourspace, alpha=False, clip=clip)
+        # Pixmaps share device coordinates: exactly the area's pixels land in their place.
+        canvas.copy(tile, pymupdf.IRect(box))
+        del tile
+    mode = _PIL_MODES[settings.colour_mode]
+    # A view of MuPDF's samples, not a copy: nothing draws on the image any more.
+    image = Image.frombuffer(mode, size, canvas.samples_mv, "raw", mode, 0, 1)
     rendered = time.perf_counter()
     buffer = io.BytesIO()
     image.save(
@@ -86,6 +83,7 @@ def rasterise(page: pymupdf.Page, area: Area, settings: AnonymizerSettings) -> R
         subsampling=_SUBSAMPLING[settings.jpeg_subsampling],
         dpi=(settings.dpi, settings.dpi),
     )
+    del image, canvas
     return RasterPage(
         jpeg=buffer.getvalue(),
         width_pt=page.rect.width,

@@ -164,8 +164,9 @@ _RECORD = re.compile(
 
 # Words that open a person's name: titles, roles and the words Brazilian reports put before one.
 _NAME_TRIGGERS = (
-    r"paciente|pcte|pct\.|sr\.|sra\.|srta\.|sr|sra|srta|dr\.|dra\.|dr|dra|dr\(a\)\.?|dra?\.\(a\)"
-    r"|doutora?|prof\.|profa\.|enf\.|enfa\.|nome|responsavel|solicitante|medico|medica"
+    # Titles with their feminine and "(a)" forms: dr, dra., dr(a)., sr(a)., sra., prof(a)...
+    r"paciente|pcte|pct\.|(?:dr|sr|prof|enf)a?\.?(?:\(a\))?\.?|srta\.?"
+    r"|doutora?|nome|responsavel|solicitante|medico|medica"
     r"|laudado por|assinado por|emitido por|realizado por|conferido por|acompanhante|mae|pai"
     r"|esposa|esposo|filha|filho|conjuge"
 )
@@ -225,8 +226,9 @@ def _trimmed(run: list[re.Match[str]]) -> Iterator[list[re.Match[str]]]:
 
 def _names(text: str, ocr: bool) -> Iterator[tuple[int, int]]:
     """Person names: a run of name words right after a title or role ("paciente", "Dr.",
-    "Sra."), or a run of two or more that starts with a known first name or holds two known
-    names. In OCR text a run must hold a known name: OCR of a tracing reads capitals into noise."""
+    "Sr(a)."), or a run of two or more that starts with a known first name or holds two known
+    names, or of three or more holding one. In OCR text a run must hold a known name: OCR of a
+    tracing reads capitals into noise."""
     plain = unaccent(text)
     folded = plain.lower()
     first, last = name_lists()
@@ -249,7 +251,9 @@ def _names(text: str, ocr: bool) -> Iterator[tuple[int, int]]:
             yield trigger.start(), named_run[-1].end()
     for run in runs:
         words = [w.group().lower() for w in run if w.group().lower() not in _CONNECTORS]
-        if len(words) >= 2 and (words[0] in first or sum(w in listed for w in words) >= 2):
+        known = sum(w in listed for w in words)
+        # Two words starting with a first name, two known names, or three with one known.
+        if len(words) >= 2 and (words[0] in first or known >= 2 or (len(words) >= 3 and known)):
             yield run[0].start(), run[-1].end()
 
 

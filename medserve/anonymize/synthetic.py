@@ -711,7 +711,7 @@ def _extras(rng: random.Random, ident: _Identity, vectors: frozenset[Vector]) ->
     report_line, report_values = rng.choice(
         (
             (f"Paciente {name} em uso de {drug}.", [name]),
-            (f"Paciente {name}, nascimento em {written_birth}, em uso de {drug}.",
+            (f"Paciente {name}, nascido(a) em {written_birth}, em uso de {drug}.",
              [name, written_birth]),
             (f"Sr(a). {name} refere palpitações; contato {candidates['phone']}.",
              [name, candidates["phone"]]),
