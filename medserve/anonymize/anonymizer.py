@@ -134,7 +134,8 @@ class Anonymizer:
         with source:
             seconds.open = time.perf_counter() - started
             mark = time.perf_counter()
-            page_one, profile = self._redact_page_one(source, hidden)
+            page_one = self._redact_page_one(source, hidden)
+            profile = page_one.profile
             seconds.page_one = time.perf_counter() - mark
             raster = rasterise(source[1], profile.page_two.tracing_area, self.settings)
             seconds.render, seconds.encode = raster.render_seconds, raster.encode_seconds
@@ -198,10 +199,9 @@ class Anonymizer:
 
     def _redact_page_one(
         self, source: pymupdf.Document, hidden: list[pymupdf.Rect]
-    ) -> tuple[PageOneResult, LayoutProfile]:
+    ) -> PageOneResult:
         try:
-            profile, _ = self.page_one.match(source[0], source[1].rect)
-            return self.page_one.redact(source[0], source[1].rect, hidden, profile), profile
+            return self.page_one.redact(source[0], source[1].rect, hidden)
         except ExamRejected:
             raise
         except _MUPDF_ERRORS as error:

@@ -31,7 +31,7 @@ KEEP_MARGIN_POINTS = 0.5
 class PageOneResult:
     """What keep-only did to page 1 (counts only, never content)."""
 
-    layout: str
+    profile: LayoutProfile
     zones: KeptZones
     identifiers_removed: int
 
@@ -117,14 +117,11 @@ class PageOneRedactor:
         return profile, rows
 
     def redact(
-        self,
-        page: pymupdf.Page,
-        page_two: pymupdf.Rect,
-        hidden: list[pymupdf.Rect] | None = None,
-        profile: LayoutProfile | None = None,
+        self, page: pymupdf.Page, page_two: pymupdf.Rect, hidden: list[pymupdf.Rect] | None = None
     ) -> PageOneResult:
-        """Keep only the kept zones of `page` (in place). `hidden`: boxes of text known to be
-        hidden already (see `reveal_hidden_layers`); `profile` forces a layout."""
+        """Keep only the matched profile's zones of `page` (in place); `page_two` is the exam's
+        page-2 rectangle (part of the match), `hidden` boxes of text known to be hidden already
+        (see `reveal_hidden_layers`)."""
         original_crop = pymupdf.Rect(page.cropbox)
         document, xref = page.parent, page.xref
         crop_key = document.xref_get_key(xref, "CropBox")
@@ -132,10 +129,7 @@ class PageOneRedactor:
         # key is swapped directly: Page.set_cropbox() refuses media boxes that start below zero.
         document.xref_set_key(xref, "CropBox", document.xref_get_key(xref, "MediaBox")[1])
         try:
-            if profile is None:
-                profile, rows = self.match(page, page_two)
-            else:
-                rows = read_rows(page)
+            profile, rows = self.match(page, page_two)
             zones = locate(profile, rows, page.rect)
             if zones.missing:
                 raise ExamRejected(
@@ -157,7 +151,7 @@ class PageOneRedactor:
             )
         finally:
             document.xref_set_key(xref, "CropBox", crop_key[1] if crop_key[0] != "null" else "null")
-        return PageOneResult(profile.name, zones, len(identifiers))
+        return PageOneResult(profile, zones, len(identifiers))
 
     def identifiers_in_regions(self, rows: list[Row], zones: KeptZones) -> list[pymupdf.Rect]:
         """Boxes of every recogniser hit in the kept regions (a name in the report text)."""

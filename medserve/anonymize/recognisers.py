@@ -236,11 +236,15 @@ def _names(text: str, ocr: bool) -> Iterator[tuple[int, int]]:
     runs = list(_runs(plain, listed))
     # Where each word of a run starts: a name may follow a capitalised "Paciente" in one run.
     positions = {word.start(): (run, i) for run in runs for i, word in enumerate(run)}
+    chain_end = -1
     for trigger in _TRIGGER.finditer(folded):
-        start = trigger.end()
-        # Chained triggers ("laudado por Dr(a). ...", "paciente Sra. ...") name one person.
-        while (chained := _TRIGGER.match(folded, start)) is not None:
-            start = chained.end()
+        # Chained triggers ("laudado por Dr(a). ...", "paciente Sra. ...") name one person; each
+        # chain is walked once (a trigger inside it shares its end), so time stays linear.
+        if trigger.start() >= chain_end:
+            chain_end = trigger.end()
+            while (chained := _TRIGGER.match(folded, chain_end)) is not None:
+                chain_end = chained.end()
+        start = chain_end
         if start not in positions:
             continue
         run, index = positions[start]
@@ -285,6 +289,8 @@ class Recognisers:
         if unknown:
             raise ValueError(f"unknown recognisers: {sorted(unknown)}")
         self.kinds: tuple[Kind, ...] = tuple(k for k in KINDS if k not in disabled)
+        if "name" in self.kinds:
+            name_lists()  # importing Faker's lists takes ~0.5 s: once, here, not in an exam
 
     def find(self, text: str, *, ocr: bool = False) -> list[Hit]:
         """Every identifier in `text`, as (kind, start, end) over `text` itself; `ocr`: the text

@@ -571,16 +571,24 @@ def _draw_block(
     return y
 
 
-def _draw_page_one(
-    page: pymupdf.Page,
-    ident: _Identity,
-    st: _Style,
-    rng: random.Random,
-    visible_name: str,
-    names: Sequence[str],
-    extras: _Extras,
-) -> _PageOne:
+@dataclass
+class _Draw:
+    """What a page-1 drawer gets: the page, the exam, its style and random stream, the name to
+    show and every name the layout must fit (old and new revision), the vectors."""
+
+    page: pymupdf.Page
+    ident: _Identity
+    style: _Style
+    rng: random.Random
+    visible_name: str
+    names: Sequence[str]
+    extras: _Extras
+
+
+def _draw_page_one(d: _Draw) -> _PageOne:
     """Draw the standard page 1 showing `visible_name`; the layout fits any of `names`."""
+    page, ident, st, rng, extras = d.page, d.ident, d.style, d.rng, d.extras
+    visible_name, names = d.visible_name, d.names
     width = page.rect.width
     shape = page.new_shape()
     bold = _BOLD[st.font]
@@ -795,16 +803,10 @@ def _exam_rows(ident: _Identity, rng: random.Random) -> list[tuple[str, str]]:
     ]
 
 
-def _draw_page_one_table(
-    page: pymupdf.Page,
-    ident: _Identity,
-    st: _Style,
-    rng: random.Random,
-    visible_name: str,
-    names: Sequence[str],
-    extras: _Extras,
-) -> _PageOne:
-    """A two-column table: labels at x=44, values in a column at x=190."""
+def _draw_page_one_table(d: _Draw) -> _PageOne:
+    """A two-column table: labels at x=44, values in a column at x=190 (one row per field:
+    a longer old name fits the same row)."""
+    page, ident, st, rng, extras = d.page, d.ident, d.style, d.rng, d.extras
     width, font = page.rect.width, st.font
     bold, size, pitch = _BOLD[font], 9.0, 17.0
     label_x, value_x, right = 44.0, 190.0, width - 40
@@ -814,8 +816,8 @@ def _draw_page_one_table(
     shape.draw_line((40, 100), (right, 100))
     y = 122.0
     spare = (value_x, y)
-    sections = (("Identificação do paciente", _patient_rows(ident, extras, visible_name,
-                 extras.labels)), ("Dados do exame", _exam_rows(ident, rng)))  # fmt: skip
+    patient = _patient_rows(ident, extras, d.visible_name, extras.labels)
+    sections = (("Identificação do paciente", patient), ("Dados do exame", _exam_rows(ident, rng)))
     for index, (heading, rows) in enumerate(sections):
         shape.insert_text((40, y), heading, fontname=bold, fontsize=10.5)
         y += pitch
@@ -851,20 +853,12 @@ def _draw_page_one_table(
     shape.insert_text((right - 60, 815), "Página 1 de 2", fontname=font, fontsize=8)
     shape.finish(color=(0.35, 0.35, 0.35), width=0.5)
     shape.commit()
-    del names  # one row per field: a longer old name fits the same row
     return _PageOne(bottom=y, spare_row=spare, measurements=measurements)
 
 
-def _draw_page_one_stacked(
-    page: pymupdf.Page,
-    ident: _Identity,
-    st: _Style,
-    rng: random.Random,
-    visible_name: str,
-    names: Sequence[str],
-    extras: _Extras,
-) -> _PageOne:
+def _draw_page_one_stacked(d: _Draw) -> _PageOne:
     """Small grey labels with their values on the line below, three cells per row."""
+    page, ident, st, rng, extras = d.page, d.ident, d.style, d.rng, d.extras
     width, font = page.rect.width, st.font
     bold, grey = _BOLD[font], (0.35, 0.35, 0.35)
     columns, pitch = (40.0, 220.0, 400.0), 30.0
@@ -876,7 +870,7 @@ def _draw_page_one_stacked(
     shape.insert_text(((width - _text_width(clinic, font, 9)) / 2, 86), clinic, fontsize=9,
                       fontname=font)  # fmt: skip
     shape.draw_line((40, 96), (width - 40, 96))
-    patient = _patient_rows(ident, extras, visible_name, extras.labels)
+    patient = _patient_rows(ident, extras, d.visible_name, extras.labels)
     exam = _exam_rows(ident, rng)
     exam[2] = ("Horário", exam[1][1])
     exam[1] = ("Nº do exame", ident.exam_number)
@@ -917,7 +911,6 @@ def _draw_page_one_stacked(
     shape.insert_text((width - 100, 815), "Página 1 de 2", fontname=font, fontsize=8)
     shape.finish(color=(0.4, 0.4, 0.4), width=0.5)
     shape.commit()
-    del names
     return _PageOne(bottom=y, spare_row=spare, measurements=measurements)
 
 
@@ -1028,7 +1021,7 @@ def _scramble_to_unicode(doc: pymupdf.Document) -> None:
         doc.update_stream(cmap_xref, _CMAP_TARGET.sub(shift, doc.xref_stream(cmap_xref)))
 
 
-_PAGE_ONE_DRAWERS: dict[Layout, Callable[..., _PageOne]] = {
+_PAGE_ONE_DRAWERS: dict[Layout, Callable[[_Draw], _PageOne]] = {
     "standard": _draw_page_one,
     "table": _draw_page_one_table,
     "stacked": _draw_page_one_stacked,
@@ -1555,14 +1548,14 @@ def generate_exam(
     names = [ident.patient.name, old_name] if old_name else [ident.patient.name]
     page_one_state = rng.getstate()
     # With an old revision, the first save shows the old name; same layout either way.
-    page_one = draw(page, ident, style, rng, names[-1], names, extras)
+    page_one = draw(_Draw(page, ident, style, rng, names[-1], names, extras))
     revision = None
     if old_name:
         scratch = pymupdf.open()
         scratch_page = scratch.new_page(width=PAGE_ONE_SIZE[0], height=PAGE_ONE_SIZE[1])
         replay = random.Random()
         replay.setstate(page_one_state)
-        draw(scratch_page, ident, style, replay, names[0], names, extras)
+        draw(_Draw(scratch_page, ident, style, replay, names[0], names, extras))
         revision = (_page_one_content(page), _page_one_content(scratch_page))
         scratch.close()
     header = None
