@@ -108,8 +108,8 @@ class PageOneRedactor:
         self.layouts = layouts
         self.recognisers = recognisers
 
-    def match(self, page: pymupdf.Page, page_two: pymupdf.Rect) -> tuple[LayoutProfile, list[Row]]:
-        """The page's profile and rows; `unknown_layout` if none fits or a kept part is missing."""
+    def _match(self, page: pymupdf.Page, page_two: pymupdf.Rect) -> tuple[LayoutProfile, list[Row]]:
+        """The page's profile and rows; `unknown_layout` if no profile fits."""
         rows = read_rows(page)
         profile = match_layout(self.layouts, rows, page_two)
         if profile is None:
@@ -129,7 +129,7 @@ class PageOneRedactor:
         # key is swapped directly: Page.set_cropbox() refuses media boxes that start below zero.
         document.xref_set_key(xref, "CropBox", document.xref_get_key(xref, "MediaBox")[1])
         try:
-            profile, rows = self.match(page, page_two)
+            profile, rows = self._match(page, page_two)
             zones = locate(profile, rows, page.rect)
             if zones.missing:
                 raise ExamRejected(

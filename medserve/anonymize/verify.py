@@ -119,19 +119,11 @@ class Allowed:
 class Verifier:
     """Runs every check on one output document."""
 
-    def __init__(
-        self,
-        settings: AnonymizerSettings,
-        layouts: list[LayoutProfile],
-        recognisers: Recognisers | None = None,
-    ) -> None:
+    def __init__(self, settings: AnonymizerSettings, layouts: list[LayoutProfile]) -> None:
         self.settings = settings
         self.layouts = layouts
-        self.recognisers = recognisers or Recognisers()
-        # The letters-only kinds, for whole decoded streams.
-        self.word_recognisers = Recognisers(
-            frozenset(KINDS) - (_WORD_KINDS & set(self.recognisers.kinds))
-        )
+        self.recognisers = Recognisers()  # all of them, whatever the redactor ran
+        self.word_recognisers = Recognisers(frozenset(KINDS) - _WORD_KINDS)  # whole streams
 
     def verify(self, pdf: bytes, ocr: bool) -> Verification:
         """Check the output `pdf`; with `ocr`, OCR both pages of it too."""
