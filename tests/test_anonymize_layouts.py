@@ -57,6 +57,26 @@ def test_each_relation_finds_the_kept_values_and_nothing_else(layout: str) -> No
         )
 
 
+def test_a_value_under_its_label_is_found_when_a_long_value_runs_into_it() -> None:
+    """Stacked cells: a long address in the column to the left runs into the date under
+    "Data do exame" (one text segment); the date is still found under its label."""
+    stacked = next(p for p in load_layouts() if p.name == "stacked")
+    merged = 0
+    for seed in range(12):
+        exam = generate_exam(seed, layout="stacked", vectors=["cns", "address"])
+        with pymupdf.open("pdf", exam.pdf) as document:
+            rows = read_rows(document[0])
+            zones = locate(stacked, rows, document[0].rect)
+        assert zones.fields["exam_date"].text == exam.kept.exam_date, seed
+        label = zones.fields["exam_date"].label
+        merged += any(
+            exam.kept.exam_date in s.text and s.bbox.x0 < label.x0 - 20
+            for row in rows
+            for s in row.segments
+        )
+    assert merged  # the case occurs among these seeds
+
+
 def _site(tmp_path: Path, text: str, name: str = "standard.toml") -> Path:
     folder = tmp_path / "layouts"
     folder.mkdir(exist_ok=True)
