@@ -358,7 +358,8 @@ def speed_lines(runs: list[StageRun]) -> list[str]:
     stages = sorted({s for run in runs for s in run.stages})
     lines += [
         "",
-        "Seconds per exam by stage (from the records; single-threaded, so CPU time):",
+        "Seconds per exam by stage (wall time from the records, one thread: CPU time on a quiet "
+        "core; on a shared machine their total can exceed the CPU column):",
         "",
         "| anonymiser | " + " | ".join(stages) + " | total |",
         "|---|" + "---:|" * (len(stages) + 1),
