@@ -6,7 +6,6 @@ Deflate level 5). What is kept of an exam is no setting: it is the layout profil
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -77,13 +76,3 @@ class PipelineSettings(BaseSettings):
     push_interval_seconds: float = Field(
         default=15.0, gt=0, description="Least time between two pushes while exams finish."
     )
-
-
-@lru_cache
-def get_anonymizer_settings() -> AnonymizerSettings:
-    return AnonymizerSettings()
-
-
-@lru_cache
-def get_pipeline_settings() -> PipelineSettings:
-    return PipelineSettings()
