@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV ?= uv
 
-.PHONY: up test venv system-deps lint bench
+.PHONY: up test venv system-deps ocr-deps lint bench
 
 venv:
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
@@ -10,8 +10,12 @@ venv:
 
 ## Start the platform locally: every service, training the models the store lacks (quickest
 ## first, each service starting when its model is ready). One line per step on the terminal.
-up: venv
+up: venv ocr-deps
 	@$(UV) run --quiet medserve up
+
+# Tesseract with Portuguese data for `medserve anonymize` (installed, or how to, without root).
+ocr-deps:
+	@./tools/install-system-deps.sh --ocr-only
 
 system-deps:
 	./tools/install-system-deps.sh

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from medserve.catalogue import SERVICES
 from medserve.settings import get_settings, use_local_bentoml_home
@@ -113,7 +115,31 @@ def calibrate(
     )
 
 
-@app.command()
+class _RunByDefault(TyperGroup):
+    """`medserve anonymize IN OUT` stays the run command: arguments that name no subcommand go
+    to `run` (an input folder literally named "run" or "preview" needs `anonymize run ...`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+anonymize_app = typer.Typer(
+    cls=_RunByDefault,
+    no_args_is_help=True,
+    help="Anonymise ECG exam PDFs (`medserve anonymize IN OUT` runs), or preview a layout.",
+)
+app.add_typer(anonymize_app, name="anonymize")
+
+
+def _refuse(reason: object) -> NoReturn:
+    # soft_wrap: one line whatever the terminal width (the reason may quote a path).
+    console.print(f"[red]refused[/]: {reason}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@anonymize_app.command("run")
 def anonymize(
     input_uri: Annotated[str, typer.Argument(help="s3://bucket/prefix or a folder of PDFs.")],
     output_uri: Annotated[str, typer.Argument(help="s3://bucket/prefix or a folder.")],
@@ -142,9 +168,7 @@ def anonymize(
             console=console,
         )
     except RunRefused as refusal:
-        # soft_wrap: one line whatever the terminal width (the reason quotes a path).
-        console.print(f"[red]refused[/]: {refusal}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        _refuse(refusal)
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(manifest.quarantine_reasons.items()))
     console.print(
         f"[green]done[/] {manifest.listed} listed: {manifest.anonymized} anonymised, "
@@ -157,16 +181,53 @@ def anonymize(
         raise typer.Exit(1)
 
 
+@anonymize_app.command("preview")
+def anonymize_preview(
+    exam: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="An exam PDF.")],
+    layout: Annotated[
+        str | None, typer.Option(help="Use this profile instead of the one that matches.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="The PNG to write (default: EXAM.preview.png).")
+    ] = None,
+    dpi: Annotated[int, typer.Option(min=36, max=300, help="Resolution of the picture.")] = 100,
+) -> None:
+    """Draw EXAM's kept zones, burnt areas and identifier hits on both pages (a PNG)."""
+    from medserve.anonymize.errors import ExamRejected
+    from medserve.anonymize.layouts import LayoutError, load_layouts
+    from medserve.anonymize.preview import preview_png
+    from medserve.anonymize.settings import AnonymizerSettings
+
+    try:
+        layouts = load_layouts(AnonymizerSettings().layouts_dir)
+        png, profile = preview_png(exam.read_bytes(), layouts, layout, dpi)
+    except (LayoutError, ExamRejected) as error:
+        _refuse(error)
+    target = out or exam.with_suffix(".preview.png")
+    target.write_bytes(png)
+    console.print(f"[green]preview[/] {target} (layout {profile.name})")
+
+
 @app.command("anonymize-file")
 def anonymize_file(
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="An exam PDF.")],
     target: Annotated[Path, typer.Argument(help="The output ZIP; its record goes beside it.")],
 ) -> None:
     """Anonymise one exam PDF into a ZIP (plus TARGET.json); exit 2 if it is quarantined."""
-    from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer
+    from medserve.anonymize.anonymizer import (
+        AnonymizedExam,
+        Anonymizer,
+        EnvironmentRefused,
+        preflight,
+    )
     from medserve.anonymize.settings import AnonymizerSettings
 
-    result = Anonymizer(AnonymizerSettings()).process(source.read_bytes(), source.name)
+    settings = AnonymizerSettings()
+    try:
+        layouts = preflight(settings)
+    except EnvironmentRefused as refusal:
+        _refuse(refusal)
+    result = Anonymizer(settings, layouts).process(source.read_bytes(), source.name)
     record_path = target.with_name(target.name + ".json")
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(result, AnonymizedExam):

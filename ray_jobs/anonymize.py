@@ -6,8 +6,9 @@ Runs on a local Ray by default; under `ray job submit` or a KubeRay RayJob it jo
 (`RAY_ADDRESS`). Every knob is a `MEDSERVE_ANON_*` setting (DPI, workers, files per block, ...);
 S3 credentials come from the standard AWS chain (IRSA in Kubernetes), the endpoint from
 `MEDSERVE_S3_ENDPOINT_URL`. Exits 2 if the run cannot start (missing input, input and output
-overlapping), 1 unless every listed exam ended anonymised, quarantined or
-already done, so a scheduler re-runs it (and the re-run resumes).
+overlapping, layout profiles that do not load, OCR failing its positive control), 1 unless every
+listed exam ended anonymised, quarantined or already done, so a scheduler re-runs it (and the
+re-run resumes).
 """
 
 from __future__ import annotations

@@ -13,13 +13,13 @@ import pymupdf
 import pytest
 from PIL import Image
 
+from medserve.anonymize import layouts
 from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer
 from medserve.anonymize.records import QuarantineRecord, key_digest
 from medserve.anonymize.settings import AnonymizerSettings
 from medserve.anonymize.synthetic import (
+    GEOMETRIES,
     HIDING_PLACES,
-    PAGE_TWO_SIGNATURE_RECT,
-    PAGE_TWO_STAMP_RECT,
     generate_exam,
     write_bad_inputs,
 )
@@ -58,14 +58,16 @@ def test_kept_fields_and_report_survive(anonymizer: Anonymizer) -> None:
     with pymupdf.open("pdf", pdf) as document:
         text = plain(document[0].get_text())
     kept = exam.kept
-    for value in (kept.exam_number, kept.exam_date, kept.exam_time, *kept.report_lines):
+    for value in (kept.exam_date, kept.exam_time, *kept.report_lines):
         assert plain(value) in text
     assert re.search(r"sexo\s*:\s*" + plain(kept.sex), text)
     assert "ecg de repouso" in text
+    # Keep-only: the exam number (an accession number) and the clinic are not kept.
+    assert "exame:" not in text and exam.identifiers.exam_number not in text
 
 
-def test_page_two_is_one_redacted_image_at_the_configured_dpi(anonymizer: Anonymizer) -> None:
-    exam = generate_exam(seed=8)
+def test_page_two_is_one_image_black_outside_the_tracing_area(anonymizer: Anonymizer) -> None:
+    exam = generate_exam(seed=8, vectors=["page_two_header"])
     pdf = pdf_from_zip(_anonymise(anonymizer, exam.pdf).zip_bytes)
     with pymupdf.open("pdf", pdf) as document:
         page = document[1]
@@ -77,12 +79,18 @@ def test_page_two_is_one_redacted_image_at_the_configured_dpi(anonymizer: Anonym
         assert extracted["width"] == round(page.rect.width * 300 / 72)
         picture = Image.open(io.BytesIO(extracted["image"])).convert("L")
     scale = 300 / 72
-    for x0, y0, x1, y1 in (PAGE_TWO_SIGNATURE_RECT, PAGE_TWO_STAMP_RECT):
-        box = (int(x0 * scale) + 2, int(y0 * scale) + 2, int(x1 * scale) - 2, int(y1 * scale) - 2)
-        # Burnt black: JPEG ringing aside, every pixel is dark.
-        assert max(picture.crop(box).get_flattened_data()) < 40
+    geometry = GEOMETRIES["standard"]
+    x0, y0, x1, y1 = (v * scale for v in geometry.tracing)
+    # Header (with the patient's name), signature and stamp: everything outside is black.
+    for box in (
+        (0, 0, picture.width, int(y0) - 2),
+        (0, int(y1) + 2, picture.width, picture.height),
+        (0, 0, int(x0) - 2, picture.height),
+        (int(x1) + 2, 0, picture.width, picture.height),
+    ):
+        assert max(picture.crop(box).get_flattened_data()) < 40, box
     # The tracing itself is still there: the grid and traces are not blank.
-    tracing = picture.crop((100, 300, picture.width - 100, int(470 * scale)))
+    tracing = picture.crop((int(x0) + 10, int(y0) + 10, int(x1) - 10, int(y1) - 10))
     assert min(tracing.get_flattened_data()) < 100 and max(tracing.get_flattened_data()) > 200
 
 
@@ -101,7 +109,7 @@ def test_record_describes_the_output_without_the_key(anonymizer: Anonymizer) -> 
     )
     assert (record.dpi, record.page_count, record.jpeg_quality) == (300, 2, 95)
     assert record.verification.passed and "ocr" in record.verification.checks
-    assert record.identifiers_removed >= 8
+    assert record.ocr_verified and record.layout == record.verification.layout == "standard"
     assert record.seconds.render > 0 and record.seconds.verify > 0
     with zipfile.ZipFile(io.BytesIO(result.zip_bytes)) as zipped:
         info = zipped.infolist()[0]
@@ -136,18 +144,24 @@ def test_oversized_input_is_refused_before_parsing() -> None:
     assert isinstance(result, QuarantineRecord) and result.reason == "too_large"
 
 
-def test_a_stamp_outside_the_configured_regions_fails_verification() -> None:
-    """Fail closed: with the regions moved off the stamp, OCR sees the CRM and the exam is held."""
-    misplaced = AnonymizerSettings(
-        dpi=300, page_two_regions=((560.0, 440.0, 600.0, 460.0),), ocr_margin_points=250
+def test_a_profile_that_keeps_the_stamp_fails_verification(tmp_path: Path) -> None:
+    """Fail closed: a site profile whose tracing area takes in the CRM stamp lets the stamp into
+    the output; the verifier's OCR of page 2 reads the CRM there and the exam is held."""
+    standard = (Path(layouts.__file__).parent / "layouts" / "standard.toml").read_text()
+    wide = standard.replace(
+        "tracing_area = [20.0, 30.0, 822.0, 480.0]", "tracing_area = [20.0, 30.0, 835.0, 590.0]"
     )
-    result = Anonymizer(misplaced).process(generate_exam(seed=12).pdf, "x.pdf")
+    assert wide != standard
+    (tmp_path / "standard.toml").write_text(wide)
+    settings = AnonymizerSettings(dpi=300, layouts_dir=tmp_path)
+    result = Anonymizer(settings).process(generate_exam(seed=12).pdf, "x.pdf")
     assert isinstance(result, QuarantineRecord)
-    assert result.reason == "verification_failed" and "ocr_identifier" in result.detail
+    assert result.reason == "verification_failed" and "ocr_identifier:page2" in result.detail
 
 
-def test_broken_ocr_fails_closed() -> None:
-    """No language data: the positive control fails, so nothing passes verification."""
+def test_broken_ocr_in_a_worker_fails_closed() -> None:
+    """No language data in a worker (the run's own check passed elsewhere): the positive control
+    fails there, so nothing passes verification."""
     result = Anonymizer(AnonymizerSettings(dpi=300, ocr_language="xx_missing")).process(
         generate_exam(seed=13).pdf, "x.pdf"
     )

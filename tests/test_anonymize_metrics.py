@@ -97,7 +97,7 @@ def pool_run(
         str(corpus.root / "in"),
         str(output),
         engine="processpool",
-        anonymizer=AnonymizerSettings(dpi=300),
+        anonymizer=AnonymizerSettings(dpi=300, ocr_sample=0.0),  # as the pipeline tests
         pipeline=PipelineSettings(
             workers=2,
             files_per_block=2,

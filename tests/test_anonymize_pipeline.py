@@ -1,6 +1,6 @@
 """The anonymisation pipeline end to end: local folders (the embedded default), a real
 S3-protocol server (SeaweedFS), S3 faults (moto behind a fault-injecting proxy), re-runs, a killed
-driver and a killed Ray worker. Exams run at 300 DPI here to keep CI short."""
+driver and a killed Ray worker. Exams run at 300 DPI without OCR here to keep CI short."""
 
 from __future__ import annotations
 
@@ -26,7 +26,13 @@ from tests.conftest import RayHead
 from tests.s3_faults import FaultyS3Proxy, moto_s3
 from tests.servers import S3Server, seaweedfs_s3
 
-FAST_ENV = {"MEDSERVE_ANON_DPI": "300", "MEDSERVE_ANON_FILES_PER_BLOCK": "2"}
+# The pipeline's mechanics are under test here; the verifier's OCR (half an exam's CPU) is tested
+# in test_anonymize_core / _verifier / _corpus, so these runs sample none of it.
+FAST_ENV = {
+    "MEDSERVE_ANON_DPI": "300",
+    "MEDSERVE_ANON_FILES_PER_BLOCK": "2",
+    "MEDSERVE_ANON_OCR_SAMPLE": "0",
+}
 IN_BUCKET, OUT_BUCKET = "exams-in", "exams-out"
 
 

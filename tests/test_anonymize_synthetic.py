@@ -11,13 +11,14 @@ import pymupdf
 import pytest
 
 from medserve.anonymize.synthetic import (
+    GEOMETRIES,
     HIDING_PLACES,
+    LAYOUTS,
     PAGE_TWO_FOOTER,
-    PAGE_TWO_SIGNATURE_RECT,
-    PAGE_TWO_STAMP_RECT,
-    PAGE_TWO_TRACING_RECT,
     TITLE,
+    VECTORS,
     HidingPlace,
+    Layout,
     SyntheticExam,
     cpf_is_valid,
     generate_corpus,
@@ -75,7 +76,7 @@ def test_identifiers_are_planted_on_page_one_with_labels() -> None:
         for value in (ids.name, ids.cpf, ids.rg, ids.birth_date, ids.insurer, ids.crm):
             assert value in text, f"seed {seed}"
         assert ids.responsible in text and ids.requester in text
-        assert f"{kept.exam_number}" in text and kept.exam_date in text and kept.exam_time in text
+        assert kept.exam_date in text and kept.exam_time in text
         assert re.search(rf"(?i)sexo: {kept.sex}\b", text)
         assert re.search(r"(?i)\bnome: ", text) and re.search(r"(?i)conv[eê]nio: ", text)
         assert re.search(r"(?i)respons[aá]vel: dr", text)
@@ -92,11 +93,11 @@ def test_identifier_formats_and_variety() -> None:
         assert re.fullmatch(r"\d{3}\.\d{3}\.\d{3}-\d{2}|\d{11}", ids.cpf)
         assert re.fullmatch(r"\d{2}\.\d{3}\.\d{3}-[\dX]", ids.rg)
         assert re.fullmatch(r"\d{4,6}/[A-Z]{2}|CRM-[A-Z]{2} \d{4,6}", ids.crm)
-        assert re.fullmatch(r"\d{6,8}", kept.exam_number)
+        assert re.fullmatch(r"\d{6,8}", ids.exam_number)
         assert 1930 <= int(ids.birth_date[-4:]) <= 2005 and ids.birth_date != kept.exam_date
         assert len({ids.name, ids.responsible, ids.requester}) == 3
         # Kept text (report included) never contains an identifier: what survives must be clean.
-        for kept_text in (kept.exam_number, kept.exam_date, kept.exam_time, *kept.report_lines):
+        for kept_text in (kept.exam_date, kept.exam_time, *kept.report_lines):
             assert not any(value in kept_text for value in ids.values())
     assert {len(e.identifiers.cpf) for e in exams} == {11, 14}
     assert any(e.identifiers.name.isupper() for e in exams)
@@ -116,11 +117,15 @@ def test_signed_report_line_names_the_physician_and_is_listed() -> None:
         assert generated.identifiers.extra[-1] in line  # its CRM rendering is a planted value
 
 
-def test_page_two_identifiers_only_inside_the_two_rectangles() -> None:
-    allowed = pymupdf.Rect(PAGE_TWO_SIGNATURE_RECT), pymupdf.Rect(PAGE_TWO_STAMP_RECT)
-    for seed in SEEDS:
-        generated = exam(seed)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_page_two_identifiers_only_in_signature_stamp_and_header(layout: Layout) -> None:
+    geometry = GEOMETRIES[layout]
+    allowed = pymupdf.Rect(geometry.signature), pymupdf.Rect(geometry.stamp)
+    tracing = pymupdf.Rect(geometry.tracing)
+    for seed in range(6):
+        generated = generate_exam(seed, layout=layout, vectors=["page_two_header"])
         page = open_pdf(generated.pdf)[1]
+        assert tuple(page.rect)[2:] == pytest.approx(geometry.size, abs=0.01)
         texts: list[str] = []
         for block in page.get_text("dict")["blocks"]:
             for line in block.get("lines", ()):
@@ -128,19 +133,50 @@ def test_page_two_identifiers_only_inside_the_two_rectangles() -> None:
                     bbox = pymupdf.Rect(span["bbox"])
                     if any(region.contains(bbox) for region in allowed):
                         texts.append(span["text"])
-                    else:
+                    elif tracing.contains(bbox):
                         assert span["text"] in LEAD_LABELS | {PAGE_TWO_FOOTER}, span["text"]
+                    else:  # the header above the tracing
+                        assert bbox.y1 < tracing.y0 and generated.identifiers.name in span["text"]
         inside = " ".join(texts)
         number = re.sub(r"\D", "", generated.identifiers.crm)
         assert generated.identifiers.responsible in inside
         assert re.search(rf"CRM-[A-Z]{{2}} {number}", inside)
         # Every drawing outside the tracing (signature, its line, the stamp box) is inside too.
-        x0, y0, x1, y1 = PAGE_TWO_TRACING_RECT
-        tracing = pymupdf.Rect(x0 - 1, y0 - 1, x1 + 1, y1 + 1)
         for drawing in page.get_cdrawings():
             rect = pymupdf.Rect(drawing["rect"])
-            if not tracing.contains(rect):
+            if not (tracing + pymupdf.Rect(-1, -1, 1, 1)).contains(rect):
                 assert any(region.contains(rect) for region in allowed), rect
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_vector_is_planted_and_the_layout_holds_its_kept_fields(layout: Layout) -> None:
+    generated = generate_exam(21, layout=layout, vectors=list(VECTORS))
+    assert generated.layout == layout and generated.vectors == list(VECTORS)
+    document = open_pdf(generated.pdf)
+    page = document[0]  # one Page object: an OCR text page is bound to it
+    text = page.get_text()
+    kept = generated.kept
+    for value in (kept.exam_date, kept.exam_time, *kept.report_lines, *kept.measurements):
+        assert value in text
+    assert bool(kept.measurements) == (layout != "standard")
+    values = generated.vector_values
+    assert set(values) == set(VECTORS)
+    for vector in ("cns", "phone", "email", "record_number", "birth_date_form", "cpf_spaced"):
+        assert all(value in text for value in values[vector]), vector
+    assert all(value in text for value in values["report_name"])
+    # The lying font: the page shows "Paciente: <name>", extraction reads every letter shifted.
+    shifted = "".join(chr(ord(c) + 1) for c in "Paciente")
+    assert shifted in text
+    # Outlines and the image carry no extractable text, but the page shows them: OCR reads them.
+    header = pymupdf.Rect(0, 0, page.rect.width, 30)
+    assert page.get_text(clip=header).strip() == ""
+    assert page.get_images() and any(
+        header.contains(pymupdf.Rect(d["rect"])) for d in page.get_cdrawings()
+    )
+    ocr = page.get_textpage_ocr(language="por", dpi=200, full=True, flags=0)
+    seen = re.sub(r"\D", "", page.get_text(textpage=ocr, clip=header))
+    assert re.sub(r"\D", "", generated.identifiers.cpf) in seen
+    assert all(value in generated.extra_identifiers for v in values.values() for value in v)
 
 
 def _catalog_string(doc: pymupdf.Document, xref: int, key: str) -> str:

@@ -5,14 +5,34 @@
 # Idempotent; needs root for apt.
 set -euo pipefail
 
+# The anonymiser's OCR: Tesseract with Portuguese data (it refuses to start without them).
+ocr_missing() {
+  command -v tesseract >/dev/null || echo tesseract-ocr
+  { command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx por; } || echo tesseract-ocr-por
+}
+
+# `make up` (the platform's set-up) asks for the OCR packages only; without root it says how.
+if [ "${1:-}" = "--ocr-only" ]; then
+  mapfile -t missing < <(ocr_missing)
+  if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "medserve anonymize needs: sudo apt-get install --no-install-recommends ${missing[*]}"
+    exit 0
+  fi
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  exit 0
+fi
+
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
-command -v tesseract >/dev/null || missing+=(tesseract-ocr)
-{ command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx por; } || missing+=(tesseract-ocr-por)
+mapfile -t -O "${#missing[@]}" missing < <(ocr_missing)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -15,9 +15,11 @@ from ulid import ULID
 from medserve.anonymize.archive import zip_single
 from medserve.anonymize.document import build_output, serialise
 from medserve.anonymize.errors import ExamRejected
-from medserve.anonymize.identifiers import Identifiers
-from medserve.anonymize.page_one import PageOneRedactor, reveal_hidden_layers
+from medserve.anonymize.layouts import LayoutError, LayoutProfile, load_layouts
+from medserve.anonymize.ocr import OcrUnavailable, positive_control
+from medserve.anonymize.page_one import PageOneRedactor, PageOneResult, reveal_hidden_layers
 from medserve.anonymize.page_two import rasterise
+from medserve.anonymize.recognisers import Recognisers
 from medserve.anonymize.records import (
     ExamRecord,
     QuarantineRecord,
@@ -41,6 +43,36 @@ class AnonymizedExam:
     record: ExamRecord
 
 
+class EnvironmentRefused(RuntimeError):
+    """This machine or configuration cannot anonymise at all: refuse to start, process nothing."""
+
+
+def preflight(settings: AnonymizerSettings) -> list[LayoutProfile]:
+    """The layout profiles, after checking that they load and that OCR reads its control text.
+
+    A broken environment would otherwise quarantine every exam of a million-file run.
+    """
+    try:
+        layouts = load_layouts(settings.layouts_dir)
+    except LayoutError as error:
+        raise EnvironmentRefused(str(error)) from None
+    if settings.ocr_sample > 0:
+        try:
+            positive_control(settings.ocr_language, settings.ocr_dpi)
+        except OcrUnavailable as error:
+            first = str(error).splitlines()[0]
+            raise EnvironmentRefused(
+                f"OCR unavailable ({first}); install tesseract-ocr and "
+                f"tesseract-ocr-{settings.ocr_language}"
+            ) from None
+    return layouts
+
+
+def ocr_chosen(key: str, share: float) -> bool:
+    """Whether the exam under `key` is OCR'd at sampling rate `share` (stable across re-runs)."""
+    return int(key_digest(key)[:8], 16) < share * 16**8
+
+
 def quiet_mupdf() -> None:
     """Keep MuPDF's own warnings off stderr: they can quote fragments of a damaged input."""
     pymupdf.TOOLS.mupdf_display_errors(False)
@@ -50,10 +82,18 @@ def quiet_mupdf() -> None:
 class Anonymizer:
     """Anonymises exams with one set of settings; build once per worker, call per exam."""
 
-    def __init__(self, settings: AnonymizerSettings) -> None:
+    def __init__(
+        self,
+        settings: AnonymizerSettings,
+        layouts: list[LayoutProfile] | None = None,
+        redactor_recognisers: Recognisers | None = None,
+    ) -> None:
+        """`layouts` default to the settings' (shipped plus site); `redactor_recognisers` to all
+        of them (the verifier always runs all, whatever the redactor uses)."""
         self.settings = settings
-        self.page_one = PageOneRedactor(settings)
-        self.verifier = Verifier(settings)
+        self.layouts = layouts if layouts is not None else load_layouts(settings.layouts_dir)
+        self.page_one = PageOneRedactor(self.layouts, redactor_recognisers or Recognisers())
+        self.verifier = Verifier(settings, self.layouts)
         quiet_mupdf()
 
     def process(self, data: bytes, key: str) -> AnonymizedExam | QuarantineRecord:
@@ -94,16 +134,18 @@ class Anonymizer:
         with source:
             seconds.open = time.perf_counter() - started
             mark = time.perf_counter()
-            identifiers = self._redact_page_one(source, hidden)
+            page_one = self._redact_page_one(source, hidden)
+            profile = page_one.profile
             seconds.page_one = time.perf_counter() - mark
-            raster = rasterise(source[1], self.settings)
+            raster = rasterise(source[1], profile.page_two.tracing_area, self.settings)
             seconds.render, seconds.encode = raster.render_seconds, raster.encode_seconds
             mark = time.perf_counter()
             with build_output(source, raster) as output:
                 pdf = serialise(output)
             seconds.build = time.perf_counter() - mark
         mark = time.perf_counter()
-        verification = self.verifier.verify(pdf, identifiers)
+        ocr = ocr_chosen(key, self.settings.ocr_sample)
+        verification = self.verifier.verify(pdf, ocr)
         seconds.verify = time.perf_counter() - mark
         if not verification.passed:
             raise ExamRejected("verification_failed", ",".join(verification.failures))
@@ -125,7 +167,9 @@ class Anonymizer:
             colour_mode=self.settings.colour_mode,
             jpeg_quality=self.settings.jpeg_quality,
             page_count=self.settings.page_count,
-            identifiers_removed=len(identifiers),
+            layout=profile.name,
+            identifiers_removed=page_one.identifiers_removed,
+            ocr_verified=ocr,
             seconds=seconds,
             verification=verification,
         )
@@ -153,9 +197,11 @@ class Anonymizer:
         except _MUPDF_ERRORS as error:
             raise ExamRejected("corrupt", f"layers unreadable ({type(error).__name__})") from None
 
-    def _redact_page_one(self, source: pymupdf.Document, hidden: list[pymupdf.Rect]) -> Identifiers:
+    def _redact_page_one(
+        self, source: pymupdf.Document, hidden: list[pymupdf.Rect]
+    ) -> PageOneResult:
         try:
-            return self.page_one.redact(source[0], hidden)
+            return self.page_one.redact(source[0], source[1].rect, hidden)
         except ExamRejected:
             raise
         except _MUPDF_ERRORS as error:

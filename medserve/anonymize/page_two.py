@@ -1,20 +1,25 @@
-"""Page 2: rasterise the tracing, burn the signature and CRM-stamp regions black, encode as JPEG.
+"""Page 2, keep-only: render the profile's tracing area, everything else on the page is black.
 
-The output page is the JPEG alone, so nothing of the source page (text, vectors, fonts) survives.
+Only the tracing area is rendered (less work than the whole page) and copied onto a black page
+of the full size, so the header, signature, CRM stamp and anything else outside the area never
+reach the output. The output page is that JPEG alone: nothing of the source page (text, vectors,
+fonts) survives.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import threading
 import time
 from dataclasses import dataclass
 
 import pymupdf
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from medserve.anonymize.settings import AnonymizerSettings
 
+Area = tuple[float, float, float, float]  # x0, y0, x1, y1 in page points, top-left origin
 _PIL_MODES = {"rgb": "RGB", "gray": "L"}
 _COLOURSPACES = {"rgb": pymupdf.csRGB, "gray": pymupdf.csGRAY}
 _SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -35,39 +40,40 @@ class RasterPage:
     encode_seconds: float
 
 
-def region_pixels(
-    region: tuple[float, float, float, float], scale: float, size: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """A region in page points as whole pixels, rounded outwards and clipped to the image."""
-    x0, y0, x1, y1 = region
+def area_pixels(area: Area, scale: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """An area in page points as whole pixels, rounded inwards and clipped to the image: a pixel
+    only partly inside the area is burnt."""
+    x0, y0, x1, y1 = area
     width, height = size
     return (
-        max(0, int(x0 * scale)),
-        max(0, int(y0 * scale)),
-        min(width, -int(-x1 * scale)),
-        min(height, -int(-y1 * scale)),
+        max(0, math.ceil(x0 * scale)),
+        max(0, math.ceil(y0 * scale)),
+        min(width, math.floor(x1 * scale)),
+        min(height, math.floor(y1 * scale)),
     )
 
 
-def rasterise(page: pymupdf.Page, settings: AnonymizerSettings) -> RasterPage:
-    """Render `page` at the configured DPI, burn the configured regions, encode as JPEG."""
+def rasterise(page: pymupdf.Page, area: Area, settings: AnonymizerSettings) -> RasterPage:
+    """Page 2 at the configured DPI with only `area` (page points) kept, encoded as JPEG."""
     started = time.perf_counter()
-    with _RENDER_LOCK:
-        pymupdf.TOOLS.set_aa_level(settings.anti_aliasing)
-        pixmap = page.get_pixmap(
-            dpi=settings.dpi, colorspace=_COLOURSPACES[settings.colour_mode], alpha=False
-        )
-    mode = _PIL_MODES[settings.colour_mode]
-    size = (pixmap.width, pixmap.height)
-    # frombytes copies the samples into an image Pillow may draw on.
-    image = Image.frombytes(mode, size, pixmap.samples)
-    del pixmap
-    draw = ImageDraw.Draw(image)
     scale = settings.dpi / 72
-    for region in settings.page_two_regions:
-        x0, y0, x1, y1 = region_pixels(region, scale, size)
-        if x1 > x0 and y1 > y0:
-            draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=0)
+    colourspace = _COLOURSPACES[settings.colour_mode]
+    # The page's pixel size as MuPDF would render it whole.
+    size = (round(page.rect.width * scale), round(page.rect.height * scale))
+    box = area_pixels(area, scale, size)
+    canvas = pymupdf.Pixmap(colourspace, pymupdf.IRect(0, 0, *size), False)
+    canvas.clear_with(0)
+    if box[2] > box[0] and box[3] > box[1]:
+        with _RENDER_LOCK:
+            pymupdf.TOOLS.set_aa_level(settings.anti_aliasing)
+            clip = pymupdf.Rect(box) / scale
+            tile = page.get_pixmap(dpi=settings.dpi, colorspace=colourspace, alpha=False, clip=clip)
+        # Pixmaps share device coordinates: exactly the area's pixels land in their place.
+        canvas.copy(tile, pymupdf.IRect(box))
+        del tile
+    mode = _PIL_MODES[settings.colour_mode]
+    # A view of MuPDF's samples, not a copy: nothing draws on the image any more.
+    image = Image.frombuffer(mode, size, canvas.samples_mv, "raw", mode, 0, 1)
     rendered = time.perf_counter()
     buffer = io.BytesIO()
     image.save(
@@ -77,6 +83,7 @@ def rasterise(page: pymupdf.Page, settings: AnonymizerSettings) -> RasterPage:
         subsampling=_SUBSAMPLING[settings.jpeg_subsampling],
         dpi=(settings.dpi, settings.dpi),
     )
+    del image, canvas
     return RasterPage(
         jpeg=buffer.getvalue(),
         width_pt=page.rect.width,

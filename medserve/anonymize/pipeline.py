@@ -39,7 +39,7 @@ from rich.progress import (
 from rich.text import Text
 from ulid import ULID
 
-from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer
+from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer, EnvironmentRefused, preflight
 from medserve.anonymize.errors import ExamRejected
 from medserve.anonymize.metrics import RunMetrics
 from medserve.anonymize.records import StageSeconds, key_digest, utc_now
@@ -359,6 +359,10 @@ def run(
         pipeline=pipeline,
         platform=platform,
     )
+    try:
+        preflight(anonymizer)  # profiles load and OCR reads its control, or nothing starts
+    except EnvironmentRefused as refusal:
+        raise RunRefused(str(refusal)) from None
     source, sink = open_stores(template)
     _check_locations(input_uri, output_uri, source)
     started = utc_now()

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from medserve.anonymize.errors import RejectionCode
 
-ANONYMIZER_VERSION = "1"
+ANONYMIZER_VERSION = "2"  # 2: keep-only by layout profile, independent verifier
 
 
 def utc_now() -> datetime:
@@ -29,8 +29,9 @@ class Verification(BaseModel):
     passed: bool
     checks: list[str]
     failures: list[str] = Field(default_factory=list)
-    identifiers_hunted: int = Field(description="Values and name words searched for.")
-    ocr_regions: int = 0
+    layout: str | None = Field(
+        default=None, description="The profile the output itself matched (None: none did)."
+    )
 
 
 class StageSeconds(BaseModel):
@@ -71,7 +72,9 @@ class ExamRecord(InputRecord):
     colour_mode: str
     jpeg_quality: int
     page_count: int
-    identifiers_removed: int
+    layout: str = Field(description="The layout profile the exam was anonymised by.")
+    identifiers_removed: int = Field(description="Recogniser hits removed inside kept zones.")
+    ocr_verified: bool = Field(description="Whether the verifier OCR'd this output.")
     seconds: StageSeconds
     verification: Verification
 

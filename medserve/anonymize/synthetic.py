@@ -14,9 +14,10 @@ import hashlib
 import random
 import re
 import tempfile
+import unicodedata
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal, get_args
@@ -48,10 +49,30 @@ TITLE = "ECG de Repouso"
 # True A4 in points; pymupdf.paper_rect("a4") rounds it to 595 x 842.
 PAGE_ONE_SIZE: tuple[float, float] = (595.28, 841.89)
 PAGE_TWO_SIZE: tuple[float, float] = (841.89, 595.28)
-PAGE_TWO_TRACING_RECT: tuple[float, float, float, float] = (20.0, 30.0, 822.0, 480.0)
-PAGE_TWO_SIGNATURE_RECT: tuple[float, float, float, float] = (430.0, 500.0, 620.0, 585.0)
-PAGE_TWO_STAMP_RECT: tuple[float, float, float, float] = (630.0, 495.0, 830.0, 585.0)
-PAGE_TWO_FOOTER = "25 mm/s  10 mm/mV"
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in points, top-left origin
+PAGE_TWO_TRACING_RECT: Box = (20.0, 30.0, 822.0, 480.0)
+PAGE_TWO_SIGNATURE_RECT: Box = (430.0, 500.0, 620.0, 585.0)
+PAGE_TWO_STAMP_RECT: Box = (630.0, 495.0, 830.0, 585.0)
+PAGE_TWO_FOOTER = "25 mm/s  10 mm/mV"  # the scale line, drawn inside the tracing
+
+Layout = Literal["standard", "table", "stacked"]
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+# Identifier kinds the anonymiser of issue 18 must find beyond the labelled fields.
+Vector = Literal[
+    "report_name",
+    "cns",
+    "phone",
+    "email",
+    "address",
+    "birth_date_form",
+    "cpf_spaced",
+    "record_number",
+    "outlined_text",
+    "image_text",
+    "scrambled_font",
+    "page_two_header",
+]
+VECTORS: tuple[Vector, ...] = get_args(Vector)
 
 _MM = 72.0 / 25.4
 _PT_PER_S = 25.0 * _MM  # 25 mm/s paper speed
@@ -119,6 +140,26 @@ _EXTRA_FINDINGS = (
     "Eletrocardiograma dentro dos limites da normalidade.",
 )
 
+_STREETS = (
+    "Rua das Acácias", "Rua Augusta", "Rua XV de Novembro", "Avenida Barão de Itapura",
+    "Rua dos Andradas", "Av. Sete de Setembro", "Rua Marechal Deodoro", "Alameda Santos",
+    "Travessa José Bonifácio", "Rua das Palmeiras", "Avenida Treze de Maio",
+)  # fmt: skip
+_NEIGHBOURHOODS = ("Centro", "Jardim América", "Vila Mariana", "Boa Vista", "Santa Cecília")
+_EMAIL_DOMAINS = ("gmail.com", "hotmail.com", "uol.com.br", "yahoo.com.br", "bol.com.br")
+_DRUGS = ("betabloqueador", "amiodarona", "digoxina", "enalapril", "losartana", "anlodipino")
+_MONTHS_PT = (
+    "janeiro", "fevereiro", "março", "abril", "maio", "junho", "julho", "agosto", "setembro",
+    "outubro", "novembro", "dezembro",
+)  # fmt: skip
+_VECTOR_LABELS: dict[str, tuple[str, ...]] = {
+    "cns": ("CNS", "Cartão SUS"),
+    "phone": ("Telefone", "Celular", "Fone"),
+    "email": ("E-mail", "Email"),
+    "address": ("Endereço",),
+    "record_number": ("Prontuário", "Registro"),
+}
+
 # Label variants (case and accents) of every field; the anonymiser must match all of them.
 _LABELS: dict[str, tuple[str, ...]] = {
     "name": ("Nome", "NOME"),
@@ -170,12 +211,13 @@ class PlantedIdentifiers(BaseModel):
     responsible: str  # physician's full name, without the "Dr." title
     requester: str  # requesting physician's full name, without title
     crm: str  # the CRM field's value: "12345/SP" or "CRM-SP 12345"
+    exam_number: str  # an accession number: identifying, not kept
     extra: list[str] = Field(default_factory=list)  # other planted strings (old name, CRM forms)
 
     def values(self) -> list[str]:
         """Every identifying string planted anywhere in the exam, without duplicates."""
         fields = [self.name, self.cpf, self.rg, self.birth_date, self.insurer]
-        fields += [self.responsible, self.requester, self.crm, *self.extra]
+        fields += [self.responsible, self.requester, self.crm, self.exam_number, *self.extra]
         return list(dict.fromkeys(fields))
 
 
@@ -185,10 +227,10 @@ class KeptFields(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     sex: str
-    exam_number: str
     exam_date: str
     exam_time: str
-    report_lines: list[str]  # clinical conclusion lines (never the "Laudado por" line)
+    report_lines: list[str]  # clinical conclusion lines (never a line naming someone)
+    measurements: list[str] = Field(default_factory=list)  # FC, PR, QRS... (table, stacked)
 
 
 class SyntheticExam(BaseModel):
@@ -198,9 +240,13 @@ class SyntheticExam(BaseModel):
 
     seed: int
     pdf: bytes = Field(repr=False)
+    layout: Layout = "standard"
     identifiers: PlantedIdentifiers
     kept: KeptFields
     hiding_places: list[HidingPlace]
+    vectors: list[Vector] = Field(default_factory=list)
+    # Per vector, the identifying strings it planted (also in `extra_identifiers`).
+    vector_values: dict[str, list[str]] = Field(default_factory=dict)
     extra_identifiers: list[str]
     report_signature_line: str | None = None  # the report line naming the physician, if any
 
@@ -403,9 +449,11 @@ class _Style:
 
 @dataclass
 class _PageOne:
-    """What the hiding places need to know about page 1."""
+    """What the hiding places and vectors need to know about page 1."""
 
     bottom: float = 0.0  # baseline of the last report line
+    spare_row: tuple[float, float] = (40.0, 0.0)  # an empty row among the patient data
+    measurements: list[str] = field(default_factory=list)  # as printed
 
 
 def _style(rng: random.Random) -> _Style:
@@ -457,7 +505,7 @@ def _field(shape: pymupdf.Shape, x: float, y: float, label: str, value: str, st:
 
 def _fields(
     ident: _Identity, rng: random.Random, labels: dict[str, str], visible_name: str
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+) -> list[list[tuple[str, str]]]:
     """(key, value) of the patient block and the exam block, in print order."""
     requester = ident.requester.name
     if rng.random() < 0.6:
@@ -485,7 +533,7 @@ def _fields(
         exam.append(("crm_state", number))
     else:
         exam.append(("crm", ident.crm_field))
-    return patient, exam
+    return [patient, exam]
 
 
 def _draw_block(
@@ -523,15 +571,24 @@ def _draw_block(
     return y
 
 
-def _draw_page_one(
-    page: pymupdf.Page,
-    ident: _Identity,
-    st: _Style,
-    rng: random.Random,
-    visible_name: str,
-    names: Sequence[str],
-) -> _PageOne:
-    """Draw page 1 showing `visible_name`; the layout fits any of `names` in its place."""
+@dataclass
+class _Draw:
+    """What a page-1 drawer gets: the page, the exam, its style and random stream, the name to
+    show and every name the layout must fit (old and new revision), the vectors."""
+
+    page: pymupdf.Page
+    ident: _Identity
+    style: _Style
+    rng: random.Random
+    visible_name: str
+    names: Sequence[str]
+    extras: _Extras
+
+
+def _draw_page_one(d: _Draw) -> _PageOne:
+    """Draw the standard page 1 showing `visible_name`; the layout fits any of `names`."""
+    page, ident, st, rng, extras = d.page, d.ident, d.style, d.rng, d.extras
+    visible_name, names = d.visible_name, d.names
     width = page.rect.width
     shape = page.new_shape()
     bold = _BOLD[st.font]
@@ -547,13 +604,20 @@ def _draw_page_one(
     y += st.line_height + 8
 
     labels = {key: rng.choice(options) for key, options in _LABELS.items()}
+    labels |= extras.labels
     blocks = _fields(ident, rng, labels, visible_name)
+    printed = {"cpf": extras.cpf, "birth_date": extras.birth_date}
+    blocks[0] = [(key, printed.get(key, value)) for key, value in blocks[0]] + extras.fields
     headings = rng.choice((("Dados do paciente", "Dados do exame"), ("Paciente", "Exame")))
-    for block, heading in zip(blocks, headings, strict=True):
+    spare = (st.margin, y)
+    for index, (block, heading) in enumerate(zip(blocks, headings, strict=True)):
         if st.headings:  # no colon: a heading is not a field
             shape.insert_text((st.margin, y), heading, fontname=bold, fontsize=st.size + 1)
             y += st.line_height + 2
         y = _draw_block(shape, y, block, labels, st, rng, names)
+        if index == 0 and extras.spare_row:
+            spare = (st.margin, y)
+            y += st.line_height
         rule_y = y + st.line_height * 0.1
         shape.draw_line((st.margin, rule_y), (width - st.margin, rule_y))
         y += st.line_height
@@ -562,8 +626,9 @@ def _draw_page_one(
     y += st.line_height * 1.3
     shape.insert_text((st.margin, y), "CONCLUSÃO:", fontname=bold, fontsize=st.size)
     y += st.line_height
-    for line in ident.report_lines:
-        shape.insert_text((st.margin + 10, y), line, fontname=st.font, fontsize=st.size)
+    for line in _report_lines(ident, extras):
+        size = _fit_size(line, st.font, width - 2 * st.margin - 10, st.size)
+        shape.insert_text((st.margin + 10, y), line, fontname=st.font, fontsize=size)
         y += st.line_height
     if ident.signature_line:
         y += st.line_height * 0.5
@@ -576,9 +641,391 @@ def _draw_page_one(
     shape.insert_text((footer_x, 815), footer, fontname=st.font, fontsize=8)
     shape.finish(color=(0.3, 0.3, 0.3), width=0.6)
     shape.commit()
-    return _PageOne(bottom=y)
+    return _PageOne(bottom=y, spare_row=spare)
 
 
+# --- issue-18 vectors and the other layouts -----------------------------------------------------
+
+
+@dataclass
+class _Extras:
+    """The vectors' values of one exam and how the page-1 drawers show them."""
+
+    vectors: frozenset[Vector]
+    values: dict[str, list[str]]  # vector -> identifying strings planted
+    fields: list[tuple[str, str]]  # (label key, value) rows added to the patient data
+    labels: dict[str, str]  # label key -> label text
+    report_line: str | None  # a report line naming the patient (not a kept line)
+    birth_date: str  # the birth date as printed (its vector may change the form)
+    cpf: str  # the CPF as printed
+    spare_row: bool  # leave an empty patient-data row (the scrambled-font line goes there)
+
+
+def _cns(rng: random.Random) -> str:
+    """A CNS of the 7/8/9 series: weighted sum (weights 15..1) divisible by 11."""
+    while True:
+        digits = [rng.choice((7, 8, 9))] + [rng.randint(0, 9) for _ in range(13)]
+        last = -sum(d * w for d, w in zip(digits, range(15, 1, -1), strict=True)) % 11
+        if last < 10:
+            number = "".join(map(str, [*digits, last]))
+            return f"{number[:3]} {number[3:7]} {number[7:11]} {number[11:]}"
+
+
+def _phone(rng: random.Random) -> str:
+    ddd = rng.choice((11, 19, 21, 31, 41, 48, 51, 61, 71, 81, 85, 92))
+    mobile = rng.random() < 0.6
+    first = f"9{rng.randint(6000, 9999)}" if mobile else str(rng.randint(2000, 5999))
+    last = f"{rng.randint(0, 9999):04d}"
+    return rng.choice(
+        (f"({ddd}) {first}-{last}", f"{ddd} {first}-{last}", f"({ddd}){first}{last}",
+         f"+55 {ddd} {first} {last}", f"{first}-{last}")
+    )  # fmt: skip
+
+
+def _ascii_word(text: str) -> str:
+    return re.sub(r"[^a-z]", "", unicodedata.normalize("NFKD", text).lower())
+
+
+def _written_date(rng: random.Random, day: date) -> str:
+    return rng.choice(
+        (day.isoformat(), day.strftime("%d.%m.%Y"),
+         f"{day.day} de {_MONTHS_PT[day.month - 1]} de {day.year}")
+    )  # fmt: skip
+
+
+def _extras(rng: random.Random, ident: _Identity, vectors: frozenset[Vector]) -> _Extras:
+    """Values for every vector (drawn whatever is asked, so an exam is the same with or without
+    any one of them), and what the asked ones add to page 1."""
+    name_words = [w for w in ident.patient.name.split() if len(w) > 3]
+    email = (
+        f"{_ascii_word(name_words[0])}.{_ascii_word(name_words[-1])}{rng.randint(1, 99)}"
+        f"@{rng.choice(_EMAIL_DOMAINS)}"
+    )
+    street = f"{rng.choice(_STREETS)}, {rng.randint(10, 2999)}"
+    cep = f"{rng.randint(1000, 99999):05d}-{rng.randint(0, 999):03d}"
+    birth = date(*map(int, reversed(ident.birth_date.split("/"))))
+    candidates = {
+        "cns": _cns(rng),
+        "phone": _phone(rng),
+        "email": email,
+        "address": f"{street} - {rng.choice(_NEIGHBOURHOODS)} - CEP {cep}",
+        "record_number": str(rng.randint(100000, 99999999)),
+    }
+    written_birth = _written_date(rng, birth)
+    spaced_cpf = re.sub(r"\D", "", ident.cpf)
+    spaced_cpf = f"{spaced_cpf[:3]} {spaced_cpf[3:6]} {spaced_cpf[6:9]} {spaced_cpf[9:]}"
+    drug = rng.choice(_DRUGS)
+    name = ident.patient.name
+    report_line, report_values = rng.choice(
+        (
+            (f"Paciente {name} em uso de {drug}.", [name]),
+            (f"Paciente {name}, nascido(a) em {written_birth}, em uso de {drug}.",
+             [name, written_birth]),
+            (f"Sr(a). {name} refere palpitações; contato {candidates['phone']}.",
+             [name, candidates["phone"]]),
+        )
+    )  # fmt: skip
+    labels = {key: rng.choice(options) for key, options in _VECTOR_LABELS.items()}
+    values: dict[str, list[str]] = {}
+    fields: list[tuple[str, str]] = []
+    for key, value in candidates.items():
+        if key in vectors:
+            fields.append((key, value))
+            values[key] = [street, cep] if key == "address" else [value]
+    birth_printed, cpf_printed = ident.birth_date, ident.cpf
+    if "birth_date_form" in vectors:
+        birth_printed = written_birth
+        values["birth_date_form"] = [written_birth]
+    if "cpf_spaced" in vectors:
+        cpf_printed = spaced_cpf
+        values["cpf_spaced"] = [spaced_cpf]
+    if "report_name" in vectors:
+        values["report_name"] = report_values
+    for vector in ("outlined_text", "image_text", "scrambled_font", "page_two_header"):
+        if vector in vectors:
+            values[vector] = [name] if vector != "image_text" else [ident.cpf, ident.birth_date]
+    if "page_two_header" in vectors:
+        values["page_two_header"] = [name, ident.birth_date, ident.cpf]
+    return _Extras(
+        vectors=vectors,
+        values=values,
+        fields=fields,
+        labels=labels,
+        report_line=report_line if "report_name" in vectors else None,
+        birth_date=birth_printed,
+        cpf=cpf_printed,
+        spare_row="scrambled_font" in vectors,
+    )
+
+
+def _report_lines(ident: _Identity, extras: _Extras) -> list[str]:
+    """The clinical lines, with the line naming the patient second if that vector is on."""
+    lines = list(ident.report_lines)
+    if extras.report_line:
+        lines.insert(1, extras.report_line)
+    return lines
+
+
+def _measurements(ident: _Identity, rng: random.Random) -> list[str]:
+    pr, qrs = rng.randint(120, 200), rng.randint(80, 118)
+    qt = rng.randint(340, 420)
+    qtc = round(qt / ((60 / ident.heart_rate) ** 0.5))
+    axis = rng.randint(-30, 90)
+    return [
+        f"FC: {ident.heart_rate} bpm   PR: {pr} ms   QRS: {qrs} ms",
+        f"QT/QTc: {qt}/{qtc} ms   Eixo: {axis:+d}°",
+    ]
+
+
+def _patient_rows(
+    ident: _Identity, extras: _Extras, visible_name: str, labels: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(label, value) of the patient data in the table and stacked layouts."""
+    rows = [
+        ("Paciente", visible_name),
+        ("CPF", extras.cpf),
+        ("RG", ident.rg),
+        ("Data de nascimento", extras.birth_date),
+        ("Sexo", ident.sex),
+        ("Convênio", ident.insurer),
+    ]
+    return rows + [(labels[key], value) for key, value in extras.fields]
+
+
+def _exam_rows(ident: _Identity, rng: random.Random) -> list[tuple[str, str]]:
+    responsible = f"{_title(ident.responsible, rng)} {ident.responsible.name}"
+    return [
+        ("Data do exame", ident.exam_date.strftime("%d/%m/%Y")),
+        ("Hora do exame", ident.exam_time),
+        ("Nº do exame", ident.exam_number),
+        ("Solicitante", f"{_title(ident.requester, rng)} {ident.requester.name}"),
+        ("Responsável", f"{responsible} - CRM {ident.crm_number}/{ident.uf}"),
+    ]
+
+
+def _draw_page_one_table(d: _Draw) -> _PageOne:
+    """A two-column table: labels at x=44, values in a column at x=190 (one row per field:
+    a longer old name fits the same row)."""
+    page, ident, st, rng, extras = d.page, d.ident, d.style, d.rng, d.extras
+    width, font = page.rect.width, st.font
+    bold, size, pitch = _BOLD[font], 9.0, 17.0
+    label_x, value_x, right = 44.0, 190.0, width - 40
+    shape = page.new_shape()
+    shape.insert_text((40, 72), "ELETROCARDIOGRAMA", fontname=bold, fontsize=16)
+    shape.insert_text((40, 90), rng.choice(_CLINICS), fontname=font, fontsize=9)
+    shape.draw_line((40, 100), (right, 100))
+    y = 122.0
+    spare = (value_x, y)
+    patient = _patient_rows(ident, extras, d.visible_name, extras.labels)
+    sections = (("Identificação do paciente", patient), ("Dados do exame", _exam_rows(ident, rng)))
+    for index, (heading, rows) in enumerate(sections):
+        shape.insert_text((40, y), heading, fontname=bold, fontsize=10.5)
+        y += pitch
+        top = y - pitch + 5
+        for label, value in rows:
+            shape.insert_text((label_x, y), label, fontname=bold, fontsize=size)
+            fitted = _fit_size(value, font, right - value_x - 4, size + 0.5)
+            shape.insert_text((value_x, y), value, fontname=font, fontsize=fitted)
+            shape.draw_line((40, y + 5), (right, y + 5))
+            y += pitch
+        if index == 0 and extras.spare_row:
+            spare = (label_x, y)
+            y += pitch
+        shape.draw_line((value_x - 8, top), (value_x - 8, y - pitch + 5))
+        y += 8
+    measurements = _measurements(ident, rng)
+    shape.insert_text((label_x, y), "Medidas", fontname=bold, fontsize=size)
+    for line in measurements:
+        shape.insert_text((value_x, y), line, fontname=font, fontsize=size)
+        y += pitch
+    y += 10
+    shape.insert_text((40, y), "Laudo eletrocardiográfico", fontname=bold, fontsize=11)
+    y += pitch + 2
+    for line in _report_lines(ident, extras):
+        fitted = _fit_size(line, font, right - 52, 10)
+        shape.insert_text((52, y), line, fontname=font, fontsize=fitted)
+        y += pitch
+    if ident.signature_line:
+        y += 6
+        fitted = _fit_size(ident.signature_line, font, right - 40, 9.5)
+        shape.insert_text((40, y), ident.signature_line, fontname=font, fontsize=fitted)
+        y += pitch
+    shape.insert_text((right - 60, 815), "Página 1 de 2", fontname=font, fontsize=8)
+    shape.finish(color=(0.35, 0.35, 0.35), width=0.5)
+    shape.commit()
+    return _PageOne(bottom=y, spare_row=spare, measurements=measurements)
+
+
+def _draw_page_one_stacked(d: _Draw) -> _PageOne:
+    """Small grey labels with their values on the line below, three cells per row."""
+    page, ident, st, rng, extras = d.page, d.ident, d.style, d.rng, d.extras
+    width, font = page.rect.width, st.font
+    bold, grey = _BOLD[font], (0.35, 0.35, 0.35)
+    columns, pitch = (40.0, 220.0, 400.0), 30.0
+    shape = page.new_shape()
+    title = "Relatório de Eletrocardiograma"
+    title_x = (width - _text_width(title, bold, 15)) / 2
+    shape.insert_text((title_x, 70), title, fontname=bold, fontsize=15)
+    clinic = rng.choice(_CLINICS)
+    shape.insert_text(((width - _text_width(clinic, font, 9)) / 2, 86), clinic, fontsize=9,
+                      fontname=font)  # fmt: skip
+    shape.draw_line((40, 96), (width - 40, 96))
+    patient = _patient_rows(ident, extras, d.visible_name, extras.labels)
+    exam = _exam_rows(ident, rng)
+    exam[2] = ("Horário", exam[1][1])
+    exam[1] = ("Nº do exame", ident.exam_number)
+    cells = [patient[0], None, None, *patient[1:], *exam]
+    y = 118.0
+    spare = (columns[0], y)
+    for start in range(0, len(cells), 3):
+        for column, cell in zip(columns, cells[start : start + 3], strict=False):
+            if cell is None:
+                continue
+            label, value = cell
+            room = width - 40 - column if cell is patient[0] else 170
+            shape.insert_text((column, y), label, fontname=font, fontsize=7.5, color=grey)
+            fitted = _fit_size(value, font, room, 10)
+            shape.insert_text((column, y + 12), value, fontname=font, fontsize=fitted)
+        y += pitch
+    if extras.spare_row:
+        spare = (columns[0], y + 6)
+        y += pitch
+    shape.draw_line((40, y - 10), (width - 40, y - 10))
+    y += 6
+    shape.insert_text((40, y), "Parâmetros", fontname=bold, fontsize=10)
+    measurements = [m.replace(":", "").replace("   ", "  ·  ") for m in _measurements(ident, rng)]
+    for line in measurements:
+        shape.insert_text((130, y), line, fontname=font, fontsize=9.5)
+        y += 15
+    y += 14
+    shape.insert_text((40, y), "Conclusão", fontname=bold, fontsize=11)
+    y += 18
+    for line in _report_lines(ident, extras):
+        fitted = _fit_size(line, font, width - 100, 10)
+        shape.insert_text((52, y), line, fontname=font, fontsize=fitted)
+        y += 16
+    responsible = f"{_title(ident.responsible, rng)} {ident.responsible.name}"
+    shape.insert_text((40, 770), "Responsável técnico", fontname=font, fontsize=7.5, color=grey)
+    shape.insert_text((40, 782), f"{responsible} - CRM-{ident.uf} {ident.crm_number}",
+                      fontname=font, fontsize=10)  # fmt: skip
+    shape.insert_text((width - 100, 815), "Página 1 de 2", fontname=font, fontsize=8)
+    shape.finish(color=(0.4, 0.4, 0.4), width=0.5)
+    shape.commit()
+    return _PageOne(bottom=y, spare_row=spare, measurements=measurements)
+
+
+def _numbers(values: Sequence[float]) -> str:
+    return " ".join(f"{value:.2f}" for value in values)
+
+
+def _outline_ops(text: str, x: float, y: float, size: float, height: float) -> str:
+    """`text` as filled glyph outlines (DejaVu Sans from matplotlib), baseline at (x, y) in page
+    coordinates: no text object, no font, only paths."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.path import Path as GlyphPath
+    from matplotlib.textpath import TextPath
+
+    path = TextPath((0, 0), text, size=size, prop=FontProperties(family="DejaVu Sans"))
+    ops: list[str] = ["q 0 0 0 rg\n"]
+    current = (0.0, 0.0)
+    vertices, codes = path.vertices, path.codes
+    index = 0
+
+    def point(vertex: np.ndarray) -> tuple[float, float]:
+        return (x + float(vertex[0]), height - y + float(vertex[1]))
+
+    while index < len(codes):
+        code = codes[index]
+        if code == GlyphPath.MOVETO:
+            current = point(vertices[index])
+            ops.append(f"{_numbers(current)} m\n")
+            index += 1
+        elif code == GlyphPath.LINETO:
+            current = point(vertices[index])
+            ops.append(f"{_numbers(current)} l\n")
+            index += 1
+        elif code == GlyphPath.CURVE3:  # quadratic: raised to the cubic PDF draws
+            control, end = point(vertices[index]), point(vertices[index + 1])
+            c1 = [current[i] + 2 / 3 * (control[i] - current[i]) for i in (0, 1)]
+            c2 = [end[i] + 2 / 3 * (control[i] - end[i]) for i in (0, 1)]
+            ops.append(f"{_numbers((*c1, *c2, *end))} c\n")
+            current = end
+            index += 2
+        elif code == GlyphPath.CURVE4:
+            c1, c2, end = (point(vertices[index + k]) for k in range(3))
+            ops.append(f"{_numbers((*c1, *c2, *end))} c\n")
+            current = end
+            index += 3
+        else:  # CLOSEPOLY
+            ops.append("h\n")
+            index += 1
+    ops.append("f Q\n")
+    return "".join(ops)
+
+
+def _append_content(page: pymupdf.Page, content: str) -> None:
+    """Add a content stream after the page's own (drawn on top)."""
+    doc = page.parent
+    xref = doc.get_new_xref()
+    doc.update_object(xref, "<<>>")
+    doc.update_stream(xref, content.encode("latin-1"))
+    contents = " ".join(f"{x} 0 R" for x in [*page.get_contents(), xref])
+    doc.xref_set_key(page.xref, "Contents", f"[{contents}]")
+
+
+def _dejavu() -> str:
+    import matplotlib
+
+    return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
+
+
+def _plant_vectors(doc: pymupdf.Document, extras: _Extras, page_one: _PageOne, name: str,
+                   cpf: str, birth: str) -> None:  # fmt: skip
+    """The page-1 vectors drawn apart from the layout: outlines, an image, a lying font."""
+    page = doc[0]
+    width, height = page.rect.width, page.rect.height
+    if "outlined_text" in extras.vectors:
+        text = f"Paciente: {name}"
+        from matplotlib.textpath import TextPath
+
+        text_width = TextPath((0, 0), text, size=8).get_extents().width
+        _append_content(page, _outline_ops(text, width - 40 - text_width, 24, 8, height))
+    if "image_text" in extras.vectors:
+        with pymupdf.open() as scratch:
+            sheet = scratch.new_page(width=200, height=14)
+            sheet.insert_text((2, 10), f"CPF {cpf}  Nasc. {birth}", fontsize=8)
+            pixmap = sheet.get_pixmap(dpi=200)
+        page.insert_image(pymupdf.Rect(40, 8, 240, 22), pixmap=pixmap)
+    if "scrambled_font" in extras.vectors:
+        page.insert_font(fontname="F9", fontfile=_dejavu())
+        x, y = page_one.spare_row
+        page.insert_text((x, y), f"Paciente: {name}", fontname="F9", fontsize=9)
+
+
+# The last hex string of a bfchar (<code> <unicode>) or bfrange (<lo> <hi> <unicode>) line.
+_CMAP_TARGET = re.compile(rb"^((?:<[0-9A-Fa-f]+>[ \t]*){1,2})<([0-9A-Fa-f]{4})>[ \t]*$", re.M)
+
+
+def _scramble_to_unicode(doc: pymupdf.Document) -> None:
+    """Shift every target of the DejaVu font's ToUnicode map by one code point ("Paciente"
+    extracts as "Qbdjfouf"); the glyphs drawn on the page do not change."""
+    for xref in range(1, doc.xref_length()):
+        kind, value = doc.xref_get_key(xref, "ToUnicode")
+        if kind != "xref" or "DejaVu" not in doc.xref_get_key(xref, "BaseFont")[1]:
+            continue
+        cmap_xref = int(value.split()[0])
+
+        def shift(match: re.Match[bytes]) -> bytes:
+            return match.group(1) + b"<%04X>" % ((int(match.group(2), 16) + 1) % 0x10000)
+
+        doc.update_stream(cmap_xref, _CMAP_TARGET.sub(shift, doc.xref_stream(cmap_xref)))
+
+
+_PAGE_ONE_DRAWERS: dict[Layout, Callable[[_Draw], _PageOne]] = {
+    "standard": _draw_page_one,
+    "table": _draw_page_one_table,
+    "stacked": _draw_page_one_stacked,
+}
 # --- page 2 --------------------------------------------------------------------------------------
 
 
@@ -618,8 +1065,41 @@ def _path(points: np.ndarray, height: float) -> str:
     return ops % tuple(values)
 
 
-def _grid_ops(height: float) -> str:
-    x0, y0, x1, y1 = PAGE_TWO_TRACING_RECT
+@dataclass(frozen=True)
+class PageTwoGeometry:
+    """Where a layout draws page 2: the tracing (its lead grid, with or without a rhythm strip),
+    the signature and the CRM stamp, and the baseline of a header above the tracing."""
+
+    size: tuple[float, float]
+    tracing: Box
+    signature: Box
+    stamp: Box
+    leads: tuple[tuple[str, ...], ...]
+    rhythm_strip: bool
+    header_y: float
+
+
+_STACKED_LEADS = (
+    ("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6"),
+)  # fmt: skip
+GEOMETRIES: dict[Layout, PageTwoGeometry] = {
+    "standard": PageTwoGeometry(
+        PAGE_TWO_SIZE, PAGE_TWO_TRACING_RECT, PAGE_TWO_SIGNATURE_RECT, PAGE_TWO_STAMP_RECT,
+        _LEAD_GRID, rhythm_strip=True, header_y=20.0,
+    ),
+    "table": PageTwoGeometry(
+        PAGE_TWO_SIZE, (30.0, 70.0, 812.0, 500.0), (300.0, 510.0, 540.0, 590.0),
+        (570.0, 505.0, 812.0, 590.0), _LEAD_GRID, rhythm_strip=True, header_y=45.0,
+    ),
+    "stacked": PageTwoGeometry(
+        PAGE_ONE_SIZE, (25.0, 100.0, 570.0, 730.0), (40.0, 745.0, 290.0, 830.0),
+        (320.0, 745.0, 570.0, 830.0), _STACKED_LEADS, rhythm_strip=False, header_y=70.0,
+    ),
+}  # fmt: skip
+
+
+def _grid_ops(height: float, area: Box) -> str:
+    x0, y0, x1, y1 = area
     ops = []
     for bold in (False, True):
         step = _MM * (5 if bold else 1)
@@ -636,26 +1116,31 @@ def _grid_ops(height: float) -> str:
     return "".join(ops)
 
 
-def _tracing_ops(height: float, ident: _Identity, noise: np.random.Generator) -> str:
-    x0, y0, x1, y1 = PAGE_TWO_TRACING_RECT
-    rows = len(_LEAD_GRID) + 1
-    row_height = (y1 - y0) / rows
+def _lead_rows(geometry: PageTwoGeometry) -> tuple[tuple[str, ...], ...]:
+    """The leads of each tracing row, the rhythm strip (lead II, whole width) last if any."""
+    return (*geometry.leads, ("II",)) if geometry.rhythm_strip else geometry.leads
+
+
+def _tracing_ops(
+    height: float, ident: _Identity, noise: np.random.Generator, geometry: PageTwoGeometry
+) -> str:
+    x0, y0, x1, y1 = geometry.tracing
+    lead_rows = _lead_rows(geometry)
+    row_height = (y1 - y0) / len(lead_rows)
     trace_x0 = x0 + 6 * _MM  # after the 1 mV calibration pulse
-    column_width = (x1 - trace_x0) / 4
     xs = np.arange(trace_x0 + 1, x1 - 1, _PT_PER_S / _SAMPLE_RATE)
     t = (xs - trace_x0) / _PT_PER_S
     basis = _wave_basis(t, _beat_times(noise, ident.heart_rate, float(t[-1])))
     scale = noise.normal(1.0, 0.08, size=(len(_LEAD_WAVES), 5)).clip(0.75, 1.25)
     lead_waves = {lead: np.array(w) * scale[i] for i, (lead, w) in enumerate(_LEAD_WAVES.items())}
     ops = ["0 0 0 RG 60 w 1 j\n"]
-    for row in range(rows):
+    for row, leads in enumerate(lead_rows):
         base = y0 + row_height * (row + 0.6)
         px = x0 + _MM
         pulse = [(px, base), (px + _MM, base), (px + _MM, base - _PT_PER_MV)]
         pulse += [(px + 3 * _MM, base - _PT_PER_MV), (px + 3 * _MM, base), (px + 4 * _MM, base)]
         ops.append(_path(np.array(pulse), height))
-        leads = _LEAD_GRID[row] if row < len(_LEAD_GRID) else ("II",)
-        span = column_width if row < len(_LEAD_GRID) else x1 - trace_x0
+        span = (x1 - trace_x0) / len(leads)
         for col, lead in enumerate(leads):
             start = trace_x0 + col * span
             part = slice(*np.searchsorted(xs, (start + 1, start + span - 1)))
@@ -671,18 +1156,21 @@ def _tracing_ops(height: float, ident: _Identity, noise: np.random.Generator) ->
     return "".join(ops)
 
 
-def _lead_label_ops(height: float) -> str:
-    """Lead names as text operators in the page's "helv" font resource (ASCII only)."""
-    x0, y0, x1, y1 = PAGE_TWO_TRACING_RECT
-    rows = len(_LEAD_GRID) + 1
-    row_height = (y1 - y0) / rows
-    column_width = (x1 - x0 - 6 * _MM) / 4
+def _lead_label_ops(height: float, geometry: PageTwoGeometry) -> str:
+    """Lead names and the scale line, inside the tracing, as text operators in the page's
+    "helv" font resource (ASCII only)."""
+    x0, y0, x1, y1 = geometry.tracing
+    lead_rows = _lead_rows(geometry)
+    row_height = (y1 - y0) / len(lead_rows)
     ops = ["0 0 0 rg\n"]
-    for row, leads in enumerate((*_LEAD_GRID, ("II",))):
+    for row, leads in enumerate(lead_rows):
         y = height - (y0 + row_height * row + 12)
+        column_width = (x1 - x0 - 6 * _MM) / len(leads)
         for col, lead in enumerate(leads):
             x = x0 + 6 * _MM + col * column_width + 4
             ops.append(f"BT /helv 9 Tf 1 0 0 1 {x:.2f} {y:.2f} Tm ({lead}) Tj ET\n")
+    ops.append(f"BT /helv 8 Tf 1 0 0 1 {x0 + 4:.2f} {height - y1 + 4:.2f} Tm ")
+    ops.append(f"({PAGE_TWO_FOOTER}) Tj ET\n")
     return "".join(ops)
 
 
@@ -700,8 +1188,8 @@ def _add_raw_content(page: pymupdf.Page, paths: str, text: str) -> None:
     doc.xref_set_key(page.xref, "Contents", f"[{contents}]")
 
 
-def _draw_signature(shape: pymupdf.Shape, name: str, rng: random.Random) -> None:
-    x0, y0, x1, y1 = PAGE_TWO_SIGNATURE_RECT
+def _draw_signature(shape: pymupdf.Shape, name: str, rng: random.Random, area: Box) -> None:
+    x0, y0, x1, y1 = area
     left, right = x0 + rng.uniform(8, 20), x1 - rng.uniform(8, 20)
     top, line_y = y0 + rng.uniform(4, 8), y1 - rng.uniform(20, 24)
     # Control points stay inside the box, so the Bézier curves (inside their hull) do too.
@@ -722,8 +1210,8 @@ def _draw_signature(shape: pymupdf.Shape, name: str, rng: random.Random) -> None
     shape.insert_text((text_x, y1 - rng.uniform(5, 8)), name, fontsize=size)
 
 
-def _draw_stamp(shape: pymupdf.Shape, lines: Sequence[str], rng: random.Random) -> None:
-    x0, y0, x1, y1 = PAGE_TWO_STAMP_RECT
+def _draw_stamp(shape: pymupdf.Shape, lines: Sequence[str], rng: random.Random, area: Box) -> None:
+    x0, y0, x1, y1 = area
     box = pymupdf.Rect(
         x0 + rng.uniform(3, 12), y0 + rng.uniform(3, 10), x1 - rng.uniform(3, 12),
         y1 - rng.uniform(3, 10),
@@ -741,24 +1229,35 @@ def _draw_stamp(shape: pymupdf.Shape, lines: Sequence[str], rng: random.Random) 
 
 
 def _draw_page_two(
-    page: pymupdf.Page, ident: _Identity, rng: random.Random, noise: np.random.Generator
+    page: pymupdf.Page,
+    ident: _Identity,
+    rng: random.Random,
+    noise: np.random.Generator,
+    geometry: PageTwoGeometry,
+    header: str | None,
 ) -> list[str]:
-    """Draw tracing, signature and stamp; returns the extra identifier strings it wrote."""
+    """Draw tracing, signature, stamp and (if given) a header line above the tracing; returns
+    the extra identifier strings it wrote."""
     height = page.rect.height
     shape = page.new_shape()
-    # The footer also creates the page's "helv" font resource the lead labels use.
-    shape.insert_text((PAGE_TWO_TRACING_RECT[0], 500), PAGE_TWO_FOOTER, fontsize=8)
+    # A text outside the tracing creates the page's "helv" font resource the lead labels use:
+    # the header when there is one, else the clinic's name under the stamp.
+    if header:
+        shape.insert_text((geometry.tracing[0], geometry.header_y), header, fontsize=8)
+    else:
+        shape.insert_text((geometry.stamp[0], geometry.stamp[3] + 8), "ECG", fontsize=6)
     doctor = ident.responsible.name
     title = _title(ident.responsible, rng)
-    _draw_signature(shape, doctor if rng.random() < 0.5 else f"{title} {doctor}", rng)
+    signed = doctor if rng.random() < 0.5 else f"{title} {doctor}"
+    _draw_signature(shape, signed, rng, geometry.signature)
     stamp_crm = f"CRM-{ident.uf} {ident.crm_number}"
     lines = [f"{title} {doctor}", stamp_crm]
     if rng.random() < 0.7:
         lines.append("Cardiologista")
-    _draw_stamp(shape, lines, rng)
+    _draw_stamp(shape, lines, rng, geometry.stamp)
     shape.commit()
-    paths = _grid_ops(height) + _tracing_ops(height, ident, noise)
-    _add_raw_content(page, paths, _lead_label_ops(height))
+    paths = _grid_ops(height, geometry.tracing) + _tracing_ops(height, ident, noise, geometry)
+    _add_raw_content(page, paths, _lead_label_ops(height, geometry))
     return [stamp_crm]
 
 
@@ -1020,39 +1519,51 @@ def _fixed_id(data: bytes, seed: int) -> bytes:
 # --- public functions ----------------------------------------------------------------------------
 
 
-def generate_exam(seed: int, hiding_places: Sequence[HidingPlace] = ()) -> SyntheticExam:
-    """Build the exam of `seed`, with extra identifier copies in `hiding_places`."""
-    unknown = set(hiding_places) - set(HIDING_PLACES)
-    if unknown:
-        raise ValueError(f"unknown hiding places: {sorted(unknown)}")
+def generate_exam(
+    seed: int,
+    hiding_places: Sequence[HidingPlace] = (),
+    layout: Layout = "standard",
+    vectors: Sequence[Vector] = (),
+) -> SyntheticExam:
+    """Build the exam of `seed` in `layout`, with extra identifier copies in `hiding_places`
+    and the identifier `vectors` of issue 18."""
+    unknown = (set(hiding_places) - set(HIDING_PLACES)) | (set(vectors) - set(VECTORS))
+    if unknown or layout not in LAYOUTS:
+        raise ValueError(f"unknown hiding places, vectors or layout: {sorted(unknown)} {layout}")
     places = [p for p in HIDING_PLACES if p in set(hiding_places)]
     rng = random.Random(seed)
     ident = _identity(rng)
     style = _style(rng)
     noise = np.random.default_rng(rng.getrandbits(64))
-    # Hiding places draw from their own stream, so they never change the exam itself.
+    # Hiding places and vectors draw from their own streams: they never change the exam itself.
     hide_rng = random.Random(f"hiding-{seed}")
+    extras = _extras(random.Random(f"vectors-{seed}"), ident, frozenset(vectors))
     taken = [ident.patient.name, ident.responsible.name, ident.requester.name]
     old_name = _distinct_people(hide_rng, 1, taken)[0].name if "old_revision" in places else None
+    draw = _PAGE_ONE_DRAWERS[layout]
+    geometry = GEOMETRIES[layout]
 
     doc = pymupdf.open()
     page = doc.new_page(width=PAGE_ONE_SIZE[0], height=PAGE_ONE_SIZE[1])
     names = [ident.patient.name, old_name] if old_name else [ident.patient.name]
     page_one_state = rng.getstate()
     # With an old revision, the first save shows the old name; same layout either way.
-    page_one = _draw_page_one(page, ident, style, rng, visible_name=names[-1], names=names)
+    page_one = draw(_Draw(page, ident, style, rng, names[-1], names, extras))
     revision = None
     if old_name:
         scratch = pymupdf.open()
         scratch_page = scratch.new_page(width=PAGE_ONE_SIZE[0], height=PAGE_ONE_SIZE[1])
         replay = random.Random()
         replay.setstate(page_one_state)
-        _draw_page_one(scratch_page, ident, style, replay, visible_name=names[0], names=names)
+        draw(_Draw(scratch_page, ident, style, replay, names[0], names, extras))
         revision = (_page_one_content(page), _page_one_content(scratch_page))
         scratch.close()
-    extra = _draw_page_two(
-        doc.new_page(width=PAGE_TWO_SIZE[0], height=PAGE_TWO_SIZE[1]), ident, rng, noise
-    )
+    header = None
+    if "page_two_header" in extras.vectors:
+        header = f"Paciente: {ident.patient.name}   Nasc.: {ident.birth_date}   CPF: {ident.cpf}"
+    page_two = doc.new_page(width=geometry.size[0], height=geometry.size[1])
+    extra = _draw_page_two(page_two, ident, rng, noise, geometry, header)
+    _plant_vectors(doc, extras, page_one, ident.patient.name, ident.cpf, ident.birth_date)
     fixed_date = ident.exam_date.strftime("D:%Y%m%d") + ident.exam_time.replace(":", "") + "00"
     doc.set_metadata(
         {
@@ -1068,11 +1579,15 @@ def generate_exam(seed: int, hiding_places: Sequence[HidingPlace] = ()) -> Synth
     for place in places:
         if place in _PLANTERS:
             _PLANTERS[place](plant)
+    if "scrambled_font" in extras.vectors:
+        doc.subset_fonts()  # an embedded subset TrueType font, as ECG carts write them
+        _scramble_to_unicode(doc)
     data = _fixed_id(doc.tobytes(garbage=3, deflate=True), seed)
     doc.close()
     if old_name and revision:
         data = _fixed_id(_revise_page_one(data, *revision), seed)
         extra.insert(0, old_name)
+    extra += [value for values in extras.values.values() for value in values]
     extra += [ident.crm_number, ident.report_crm or ""]
     extra = [e for e in dict.fromkeys(extra) if e and e != ident.crm_field]
     identifiers = PlantedIdentifiers(
@@ -1084,32 +1599,42 @@ def generate_exam(seed: int, hiding_places: Sequence[HidingPlace] = ()) -> Synth
         responsible=ident.responsible.name,
         requester=ident.requester.name,
         crm=ident.crm_field,
+        exam_number=ident.exam_number,
         extra=extra,
     )
     kept = KeptFields(
         sex=ident.sex,
-        exam_number=ident.exam_number,
         exam_date=ident.exam_date.strftime("%d/%m/%Y"),
         exam_time=ident.exam_time,
         report_lines=list(ident.report_lines),
+        measurements=page_one.measurements,
     )
     return SyntheticExam(
         seed=seed,
         pdf=data,
+        layout=layout,
         identifiers=identifiers,
         kept=kept,
         hiding_places=places,
+        vectors=[v for v in VECTORS if v in extras.vectors],
+        vector_values=extras.values,
         extra_identifiers=extra,
         report_signature_line=ident.signature_line,
     )
 
 
 def generate_corpus(
-    folder: Path, count: int, seed: int = 0, hidden_fraction: float = 0.3
+    folder: Path,
+    count: int,
+    seed: int = 0,
+    hidden_fraction: float = 0.3,
+    layouts: Sequence[Layout] = ("standard",),
+    vector_fraction: float = 0.0,
 ) -> list[SyntheticExam]:
     """Write `count` exams as exam-00000.pdf, ... into `folder`; returns them in file order.
 
-    Each exam gets 1-3 random hiding places with probability `hidden_fraction`.
+    Each exam gets 1-3 random hiding places with probability `hidden_fraction`, a layout drawn
+    from `layouts`, and, with probability `vector_fraction`, 2-6 random issue-18 vectors.
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"corpus-{seed}")
@@ -1118,7 +1643,11 @@ def generate_corpus(
         places: list[HidingPlace] = []
         if rng.random() < hidden_fraction:
             places = rng.sample(HIDING_PLACES, rng.randint(1, 3))
-        exam = generate_exam(rng.getrandbits(48), places)
+        layout = layouts[index % len(layouts)]
+        vectors: list[Vector] = []
+        if rng.random() < vector_fraction:
+            vectors = rng.sample(VECTORS, rng.randint(2, 6))
+        exam = generate_exam(rng.getrandbits(48), places, layout, vectors)
         # File names carry only the position: never an identifier.
         (folder / f"exam-{index:05d}.pdf").write_bytes(exam.pdf)
         exams.append(exam)
