@@ -570,7 +570,7 @@ def header_lines(
         f"{settings.max_latency_ms}, prediction_log_wait {settings.prediction_log_wait}",
         f"- requests: test-split beats, every {ABNORMAL_EVERY}th abnormal; {JSON_API} "
         f'`{{"beats": [[140 floats], ...]}}` ({WIRE_DECIMALS} decimals), {REST_BINARY} (FP32 '
-        "`beats` and every output in the binary extension), {GRPC_RAW} (FP32 `beats` in "
+        f"`beats` and every output in the binary extension), {GRPC_RAW} (FP32 `beats` in "
         "`raw_input_contents`, raw outputs); body sizes "
         + ", ".join(f"{api} {n} beat(s) {b:,} B" for (api, n), b in service.bodies.items()),
         f"- load: closed loop, {WARMUP_S:g} s warm-up per API and request size, then {seconds} "

@@ -78,12 +78,6 @@ def training_order(models: Iterable[str]) -> list[str]:
     return sorted(models, key=lambda name: (rank.get(name, len(rank)), name))
 
 
-def access_token(entry: ServiceEntry) -> str | None:
-    """The token a client sends to `entry`'s service: none until access control lands (issue
-    17 fills this in; the summary table already has its column)."""
-    return None
-
-
 def format_seconds(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
@@ -236,7 +230,7 @@ def summary_table(services: Iterable[RunningService]) -> Table:
             service.entry.model,
             service.link,
             f"{service.host}:{service.grpc_port}",
-            access_token(service.entry) or "-",
+            "-",  # no token until access control lands (issue 17)
         )
     return table
 
