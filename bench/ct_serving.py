@@ -17,7 +17,8 @@ Per model input size, one run, never two things at once:
    ``/readyz`` answers 200), checks one answer against ONNX Runtime in-process, then drives
    ``POST /predict/image`` with a 512x512 12-bit DICOM body (what a scanner sends: the service
    parses it, rescales to HU, windows and resizes on every request) per connection count; the
-   service's metrics give the mean adaptive batch; then the workers' resident memory.
+   service's metrics give the mean adaptive batch; then the workers' resident memory. Every
+   request carries the bench's bearer token (``bench.access``, ``Authorization`` header).
 
 Also times, in this process, the whole path a slice takes without the server: the DICOM body
 decoded, rescaled, windowed and resized, then the model (ONNX Runtime, one 1-thread call per
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.access import auth_headers, bench_token
 from bench.heart_serving import (
     MEDSERVE,
     WARMUP_S,
@@ -244,11 +246,11 @@ def best(raw: list[RawResult], runners: str | tuple[str, ...]) -> RawResult:
 # --------------------------------------------------------------------------- service
 
 
-def check_answer(base_url: str, setup: Setup, body: bytes) -> str:
+def check_answer(base_url: str, setup: Setup, body: bytes, headers: dict[str, str]) -> str:
     """The service's probabilities for `body` must equal ONNX Runtime's in this process."""
     from medserve.ct.runtime import ONNX_FILE, OnnxRunner
 
-    answer = post_json(f"{base_url}/predict/image", body, DICOM, timeout_s=60)
+    answer = post_json(f"{base_url}/predict/image", body, DICOM, timeout_s=60, headers=headers)
     prediction = answer["predictions"][0]
     want = OnnxRunner(setup.folder / ONNX_FILE).predict(model_batch(setup, 1))[0]
     got = np.asarray(list(prediction["probabilities"].values()), dtype=np.float32)
@@ -263,10 +265,14 @@ def check_answer(base_url: str, setup: Setup, body: bytes) -> str:
     return line
 
 
-def load_run(base_url: str, body: bytes, connections: int, duration_s: float) -> ServiceRun:
+def load_run(
+    base_url: str, body: bytes, connections: int, duration_s: float, headers: dict[str, str]
+) -> ServiceRun:
     url = f"{base_url}/predict/image"
     load, batches = batches_during(
-        base_url, MODEL, lambda: run_wrk(url, body, DICOM, connections, duration_s)
+        base_url,
+        MODEL,
+        lambda: run_wrk(url, body, DICOM, connections, duration_s, headers=headers),
     )
     run = ServiceRun(load, batches.mean_batch, batches.inference_ms)
     print(
@@ -292,9 +298,10 @@ def measure_size(size: int, args: argparse.Namespace, tmp: Path) -> SizeResult:
     ) as (base_url, root_pid):
         cold_start_s = time.perf_counter() - started
         print(f"   service ready after {cold_start_s:.2f} s", flush=True)
-        check = check_answer(base_url, setup, body)
-        warmup(f"{base_url}/predict/image", body, DICOM, WARMUP_S)
-        runs = [load_run(base_url, body, c, args.duration) for c in args.connections]
+        headers = auth_headers(bench_token())
+        check = check_answer(base_url, setup, body, headers)
+        warmup(f"{base_url}/predict/image", body, DICOM, WARMUP_S, headers)
+        runs = [load_run(base_url, body, c, args.duration, headers) for c in args.connections]
         rss = memory(MEDSERVE, root_pid)
     return SizeResult(
         setup, raw, gap, spread, cold_start_s, check, len(body), runs, rss, load_average
@@ -429,6 +436,13 @@ def header_lines(
         f"512x512 12-bit DICOM slice ({results[0].body_bytes:,} B); {WARMUP_S:g} s warm-up, "
         f"then {seconds} s per connection count; errors = non-2xx (503 = shed by the adaptive "
         "batcher's latency budget) + socket errors + timeouts; images/s counts 2xx answers only",
+        "- access control: "
+        + (
+            "MEDSERVE_AUTH_MODE=local, every request carries a bearer token (`Authorization` "
+            "header, Ed25519, the isolated home's local key)"
+            if bench_token()
+            else "OFF (MEDSERVE_AUTH_MODE=off), no token sent"
+        ),
     ]
 
 

@@ -17,6 +17,9 @@ smoke runs) into a throw-away MEDSERVE_HOME/BENTOML_HOME, then, never both at on
    workers' resident memory;
 3. times Keras ``predict_on_batch`` again at each run's mean adaptive batch (service stopped).
 
+Every request to the service carries the bench's bearer token (``bench.access``): the HTTP
+``Authorization`` header (wrk, urllib), the gRPC ``authorization`` metadata (h2load, grpcio).
+
 Target (issue 16): over binary v2 (REST and gRPC), service beats/s >= 25 % of raw Keras
 ``predict_on_batch`` beats/s at the service's mean batch size, every beat durably logged before
 its answer, zero errors; the JSON API is reported beside it. Also worker RSS (< 1 GiB), cold start.
@@ -39,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.h2load import grpc_frame, h2load_version, run_h2load, warmup_h2load
+from bench.access import auth_headers, bench_token
+from bench.h2load import GRPC_HEADERS, grpc_frame, h2load_version, run_h2load, warmup_h2load
 from bench.heart_serving import (
     JSON,
     MEDSERVE,
@@ -100,7 +104,8 @@ class Setup:
 
 @dataclass(frozen=True, slots=True)
 class WireRequest:
-    """One request body of one API, as its load generator sends it."""
+    """One request body of one API, as its load generator sends it; `headers` besides the
+    content type (the bearer token, the binary extension's header), as gRPC metadata for gRPC."""
 
     api: str
     url: str
@@ -111,6 +116,16 @@ class WireRequest:
     @property
     def grpc(self) -> bool:
         return self.api == GRPC_RAW
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """`headers` as gRPC metadata (lower-case keys)."""
+        return tuple((k.lower(), v) for k, v in (self.headers or {}).items())
+
+    @property
+    def h2load_headers(self) -> tuple[str, ...]:
+        """h2load `-H` lines of the gRPC call: content type, te, then `metadata`."""
+        return (*GRPC_HEADERS, *(f"{k}: {v}" for k, v in self.metadata))
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +261,12 @@ def measure_raw(setup: Setup, seconds: float) -> tuple[list[RawResult], str]:
 # --------------------------------------------------------------------------- service
 
 
-def wire_requests(base_url: str, grpc_port: int, beats: np.ndarray) -> list[WireRequest]:
-    """The same beats as a JSON body, a v2 REST binary body and a framed gRPC request."""
+def wire_requests(
+    base_url: str, grpc_port: int, beats: np.ndarray, token: str | None = None
+) -> list[WireRequest]:
+    """The same beats as a JSON body, a v2 REST binary body and a framed gRPC request, each
+    carrying `token` (None: none)."""
+    auth = auth_headers(token)
     raw = np.ascontiguousarray(beats, dtype="<f4").tobytes()
     outputs = ("reconstruction", "mae", "anomalous", "threshold", "prediction_id")
     header = json.dumps(
@@ -271,18 +290,19 @@ def wire_requests(base_url: str, grpc_port: int, beats: np.ndarray) -> list[Wire
     tensor.shape.extend(beats.shape)
     message.raw_input_contents.append(raw)
     return [
-        WireRequest(JSON_API, f"{base_url}/predict", request_body(beats)),
+        WireRequest(JSON_API, f"{base_url}/predict", request_body(beats), headers=auth),
         WireRequest(
             REST_BINARY,
             f"{base_url}/v2/models/{MODEL}/infer",
             header + raw,
             OCTET_STREAM,
-            {BINARY_HEADER: str(len(header))},
+            {BINARY_HEADER: str(len(header)), **auth},
         ),
         WireRequest(
             GRPC_RAW,
             f"http://127.0.0.1:{grpc_port}{MODEL_INFER}",
             grpc_frame(message.SerializeToString()),
+            headers=auth,
         ),
     ]
 
@@ -295,7 +315,7 @@ def answered_mae(request: WireRequest, grpc_port: int) -> tuple[np.ndarray, list
 
         client = tgrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
         message = service_pb2.ModelInferRequest.FromString(request.body[5:])
-        response = client._client_stub.ModelInfer(message)
+        response = client._client_stub.ModelInfer(message, metadata=request.metadata or None)
         names = [o.name for o in response.outputs]
         mae = np.frombuffer(response.raw_output_contents[names.index("mae")], "<f4")
         flags = np.frombuffer(response.raw_output_contents[names.index("anomalous")], np.bool_)
@@ -320,7 +340,7 @@ def answered_mae(request: WireRequest, grpc_port: int) -> tuple[np.ndarray, list
             offset += size
         mae = np.frombuffer(blobs["mae"], "<f4").astype(np.float64)
         return mae, np.frombuffer(blobs["anomalous"], np.bool_).tolist()
-    predictions = post_json(request.url, request.body)["predictions"]
+    predictions = post_json(request.url, request.body, headers=request.headers)["predictions"]
     return (
         np.asarray([p["mae"] for p in predictions], dtype=np.float64),
         [bool(p["anomalous"]) for p in predictions],
@@ -348,7 +368,9 @@ def check_answer(
 
 
 def failed_grpc_calls(base_url: str) -> float:
-    """gRPC calls the service answered with an error so far (h2load cannot see grpc-status)."""
+    """gRPC calls the service answered with an error so far (h2load cannot see grpc-status),
+    with the calls its access check refused (counted as rejected requests, not per API: only
+    one API is loaded at a time)."""
     import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -358,7 +380,11 @@ def failed_grpc_calls(base_url: str) -> float:
     ok = metric_sum(
         text, "medserve_request_duration_seconds_count", model=MODEL, api="grpc", outcome="ok"
     )
-    return total - ok
+    refused = sum(
+        metric_sum(text, "medserve_rejected_requests_total", model=MODEL, reason=reason)
+        for reason in ("unauthenticated", "forbidden")
+    )
+    return total - ok + refused
 
 
 def load_run(
@@ -369,7 +395,9 @@ def load_run(
     def drive() -> LoadResult:
         if request.grpc:
             failed = failed_grpc_calls(base_url)
-            load = run_h2load(request.url, request.body, connections, duration_s).load
+            load = run_h2load(
+                request.url, request.body, connections, duration_s, headers=request.h2load_headers
+            ).load
             extra = int(failed_grpc_calls(base_url) - failed)
             return dataclasses.replace(load, errors=load.errors + extra)
         return run_wrk(
@@ -400,6 +428,7 @@ def measure_service(setup: Setup, args: argparse.Namespace, tmp: Path) -> Servic
     bodies: dict[tuple[str, int], int] = {}
     runs: list[ServiceRun] = []
     grpc_port = free_port()
+    token = bench_token()
     started = time.perf_counter()
     with serve_medserve(
         setup.tag,
@@ -414,13 +443,13 @@ def measure_service(setup: Setup, args: argparse.Namespace, tmp: Path) -> Servic
         first_predict_ms = 0.0
         for n in args.beats_per_request:
             beats = beats_for(setup, n)
-            for request in wire_requests(base_url, grpc_port, beats):
+            for request in wire_requests(base_url, grpc_port, beats, token):
                 bodies[(request.api, n)] = len(request.body)
                 line, latency_ms = check_answer(request, grpc_port, setup, beats)
                 checks.append(line)
                 first_predict_ms = first_predict_ms or latency_ms
                 if request.grpc:
-                    warmup_h2load(request.url, request.body, WARMUP_S)
+                    warmup_h2load(request.url, request.body, WARMUP_S, request.h2load_headers)
                 else:
                     warmup(
                         request.url, request.body, request.content_type, WARMUP_S, request.headers
@@ -568,6 +597,13 @@ def header_lines(
         f"- service: `bentoml serve {TARGET}`, MEDSERVE_WORKERS={args.workers}, "
         f"max_batch_size {settings.max_batch_size} beats, max_latency_ms "
         f"{settings.max_latency_ms}, prediction_log_wait {settings.prediction_log_wait}",
+        "- access control: "
+        + (
+            "MEDSERVE_AUTH_MODE=local, every request carries a bearer token (Ed25519, the isolated"
+            " home's local key): HTTP `Authorization` header, gRPC `authorization` metadata"
+            if bench_token()
+            else "OFF (MEDSERVE_AUTH_MODE=off), no token sent"
+        ),
         f"- requests: test-split beats, every {ABNORMAL_EVERY}th abnormal; {JSON_API} "
         f'`{{"beats": [[140 floats], ...]}}` ({WIRE_DECIMALS} decimals), {REST_BINARY} (FP32 '
         f"`beats` and every output in the binary extension), {GRPC_RAW} (FP32 `beats` in "

@@ -6,7 +6,8 @@ length-prefixed gRPC message, `grpc_frame`) over h2c with ``content-type: applic
 percentiles, so p50/p99 come from its ``--log-file`` (one row per request: start time in µs since
 the epoch, HTTP status, µs until the end of the response). It cannot see the ``grpc-status``
 trailer either (a failed call is still HTTP 200): callers check one call with a real gRPC client
-first and count failures on the server (its metrics).
+first and count failures on the server (its metrics). Calls to medserve need its bearer token in
+the ``authorization`` header (gRPC metadata): pass ``headers=bench.access.h2load_headers(token)``.
 """
 
 from __future__ import annotations
@@ -112,9 +113,11 @@ def run_h2load(
     return H2loadRun(load=load, done=done, succeeded=succeeded)
 
 
-def warmup_h2load(url: str, body: bytes, seconds: float) -> None:
+def warmup_h2load(
+    url: str, body: bytes, seconds: float, headers: tuple[str, ...] = GRPC_HEADERS
+) -> None:
     """Drive a short load (4 connections) to warm the server; fail without a 2xx answer."""
-    run_h2load(url, body, connections=4, duration_s=seconds)
+    run_h2load(url, body, connections=4, duration_s=seconds, headers=headers)
 
 
 def h2load_version() -> str:

@@ -8,9 +8,12 @@ server gives the same probabilities for one patient, then drives each server con
 turn (never two servers at once) with wrk: a short warm-up, then one closed-loop run per
 connection count. MLServer runs with two runtimes: the scikit-learn pipeline through
 mlserver_sklearn, and the compiled LinearScorer that medserve itself evaluates (through
-bench.mlserver_scorer_runtime), so that server cost can be told apart from model cost. It prints
-markdown tables of throughput/latency, medserve vs the best MLServer config and per-process
-resident memory.
+bench.mlserver_scorer_runtime), so that server cost can be told apart from model cost. medserve
+runs twice: with access control (``MEDSERVE_AUTH_MODE=local``, every request carrying a bearer
+token from ``bench.access``; the one compared with MLServer) and right after it with
+``MEDSERVE_AUTH_MODE=off``, same requests, to show what token validation costs. It prints
+markdown tables of throughput/latency, medserve vs the best MLServer config, the token validation
+cost (under load and in-process per ``TokenVerifier.verify``) and per-process resident memory.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ from typing import Any
 
 import psutil
 
+from bench.access import VerifyCost, auth_headers, bench_token, costs_table, verification_costs
 from bench.loadgen import (
     LoadResult,
     markdown_table,
@@ -67,6 +71,9 @@ SERVICE_TARGET = "bentos.heart_risk:HeartRisk"
 HEART_MODEL_ENV = "MEDSERVE_HEART_RISK_MODEL_TAG"
 SKLEARN = "sklearn runtime"
 SCORER = "compiled scorer"
+AUTH_ON = "local"  # MEDSERVE_AUTH_MODE of the medserve config compared with MLServer
+AUTH_OFF = "off"
+AUTH_DROP_TARGET = 0.05  # issue 17: access control may cost at most 5 % of the ratio to MLServer
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -189,12 +196,29 @@ def prepare_model() -> Setup:
 
 
 def post_json(
-    url: str, body: bytes, content_type: str = JSON, timeout_s: float = 30
+    url: str,
+    body: bytes,
+    content_type: str = JSON,
+    timeout_s: float = 30,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """POST `body` (no proxy) and return the decoded JSON answer; raise on non-2xx."""
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    """POST `body` (no proxy) with `headers` besides the content type (medserve: the bearer
+    token, `bench.access.auth_headers`); return the decoded JSON answer; raise on non-2xx."""
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": content_type, **(headers or {})}
+    )
     with _OPENER.open(request, timeout=timeout_s) as resp:
         return json.loads(resp.read())
+
+
+def post_status(url: str, body: bytes, content_type: str = JSON) -> int:
+    """Status of POST `body` to `url` without credentials (raises when nothing answers)."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    try:
+        with _OPENER.open(request, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 def get_text(url: str) -> str:
@@ -235,14 +259,17 @@ def serve_medserve(
     grpc_port: int | None = None,
     target: str = SERVICE_TARGET,
     model_env: str = HEART_MODEL_ENV,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """Run `bentoml serve` of `target` (default: the heart service) in its own process group,
     with model `tag` in the env var `model_env`; yield (URL, pid) once /readyz answers 200.
 
-    Its OIP gRPC server listens on 127.0.0.1:`grpc_port` (a free port when None).
+    Its OIP gRPC server listens on 127.0.0.1:`grpc_port` (a free port when None). It inherits
+    this process's environment (MEDSERVE_HOME: it trusts `bench.access.bench_token`) plus
+    `extra_env` (e.g. MEDSERVE_AUTH_MODE).
     """
     port = free_port()
-    env = dict(os.environ)
+    env = dict(os.environ) | dict(extra_env or {})
     env |= {model_env: tag, "MEDSERVE_WORKERS": str(workers)}
     env |= {"MEDSERVE_GRPC_HOST": "127.0.0.1", "MEDSERVE_GRPC_PORT": str(grpc_port or free_port())}
     cmd = [sys.executable, "-m", "bentoml", "serve", target]
@@ -303,9 +330,12 @@ def mlserver_proba(base_url: str, setup: Setup) -> list[float]:
     return [float(p) for p in output["data"]]
 
 
-def medserve_proba(base_url: str, setup: Setup) -> list[float]:
-    """Class probabilities of the benchmark patient as medserve returns them (label order)."""
-    answer = post_json(f"{base_url}/predict", setup.medserve_body)
+def medserve_proba(
+    base_url: str, setup: Setup, headers: Mapping[str, str] | None = None
+) -> list[float]:
+    """Class probabilities of the benchmark patient as medserve returns them (label order);
+    `headers` carry the bearer token."""
+    answer = post_json(f"{base_url}/predict", setup.medserve_body, headers=headers)
     probabilities = answer["predictions"][0]["probabilities"]
     return [float(probabilities[label]) for label in setup.class_labels]
 
@@ -357,17 +387,19 @@ def measure(
     body: bytes,
     args: argparse.Namespace,
     verify: Callable[[str], None],
+    headers: Mapping[str, str] | None = None,
 ) -> Measurement:
-    """Start one server config, verify its answer, warm it up, run wrk per connection count."""
+    """Start one server config, verify its answer, warm it up, run wrk per connection count
+    (every request with `headers`: medserve's bearer token)."""
     load_average = os.getloadavg()[0]
     print(f"== {config.server} {config.label} (1-min load average {load_average:.2f})", flush=True)
     with server as (base_url, root_pid):
         verify(base_url)
         url = base_url + url_path
-        warmup(url, body, JSON, WARMUP_S)
+        warmup(url, body, JSON, WARMUP_S, headers)
         loads = []
         for connections in args.connections:
-            result = run_wrk(url, body, JSON, connections, args.duration)
+            result = run_wrk(url, body, JSON, connections, args.duration, headers=headers)
             print(
                 f"   c={connections}: {result.rps:.0f} req/s, p50 {result.p50_ms:.2f} ms, "
                 f"p99 {result.p99_ms:.2f} ms, errors {result.errors}",
@@ -433,6 +465,12 @@ def machine_lines(
         f"then {max(1, round(args.duration))} s per connection count; one server at a time",
         f"- medserve: `bentoml serve {SERVICE_TARGET}`, MEDSERVE_WORKERS={args.workers}, "
         f'POST /predict `{{"patients": [VALID_PATIENT]}}` ({len(setup.medserve_body)} B)',
+        f"- medserve access control: measured with MEDSERVE_AUTH_MODE={AUTH_ON} (the config "
+        "compared with MLServer), every request carrying `Authorization: Bearer <token>` "
+        f"(Ed25519, signed by the isolated home's local key, roles predict + read_log, "
+        f"{len(bench_token(AUTH_ON) or '')} characters; each worker verifies it once, then "
+        "serves it from its verified-token cache), then right after it with "
+        f"MEDSERVE_AUTH_MODE={AUTH_OFF}, the same requests (the header is ignored)",
         f"- MLServer: POST /v2/models/{MODEL_NAME}/infer, FP64 [1, 13], "
         f"outputs predict_proba ({len(setup.v2_body)} B)",
         f"- model cost of one row, in this process without a server: scikit-learn pipeline "
@@ -526,8 +564,39 @@ def rss_table(measurements: list[Measurement]) -> str:
     return markdown_table(rows)
 
 
+def auth_cost_table(ours: Measurement, auth_off: Measurement, peers: list[Measurement]) -> str:
+    """Per connection count: req/s with and without token validation, and what it does to the
+    medserve / best-MLServer ratio (issue 17: a drop of at most AUTH_DROP_TARGET)."""
+    rows = []
+    for index, (mine, open_) in enumerate(zip(ours.loads, auth_off.loads, strict=True)):
+        theirs = max(m.loads[index].rps for m in peers)
+        ratio_on, ratio_off = mine.rps / theirs, open_.rps / theirs
+        drop = 1 - ratio_on / ratio_off
+        rows.append(
+            {
+                "connections": mine.connections,
+                "req/s auth": round(mine.rps),
+                "req/s auth off": round(open_.rps),
+                "req/s drop": f"{1 - mine.rps / open_.rps:.1%}",
+                "p99 ms auth / off": f"{mine.p99_ms:.2f} / {open_.p99_ms:.2f}",
+                "ratio to best MLServer, auth": ratio_on,
+                "ratio, auth off": ratio_off,
+                "ratio drop": f"{drop:.1%}",
+                f"target (drop <= {AUTH_DROP_TARGET:.0%})": (
+                    "yes" if drop <= AUTH_DROP_TARGET else "**no**"
+                ),
+            }
+        )
+    return markdown_table(rows)
+
+
 def report(
-    header: list[str], checks: list[str], measurements: list[Measurement], ours: Measurement
+    header: list[str],
+    checks: list[str],
+    measurements: list[Measurement],
+    ours: Measurement,
+    auth_off: Measurement,
+    verify_costs: list[VerifyCost],
 ) -> str:
     peers = [m for m in measurements if m.config.server == MLSERVER]
     return "\n".join(
@@ -552,6 +621,24 @@ def report(
             f"## medserve vs MLServer's best config (of all {len(peers)}) per connection count",
             "",
             ratio_table(ours, peers),
+            "",
+            "## Token validation cost",
+            "",
+            f"medserve with access control ({ours.config.label}) vs without "
+            f"({auth_off.config.label}), measured one right after the other with the same "
+            "requests; ratio = medserve req/s / the best MLServer config's at that connection "
+            "count (the same MLServer figure for both, so the ratio drops as much as req/s). "
+            "Differences of a few % are within run-to-run noise on a shared machine: compare the "
+            "load averages above.",
+            "",
+            auth_cost_table(ours, auth_off, peers),
+            "",
+            "`TokenVerifier.verify` in this process (one event loop, call by call, before any "
+            "server started): cold = a token seen for the first time (header, key, signature, "
+            "claims; each token verified once), warm = the same token again (the per-worker cache "
+            "of verified tokens, service defaults):",
+            "",
+            costs_table(verify_costs),
             "",
             "## MLServer: best config per runtime (model cost vs server cost)",
             "",
@@ -589,6 +676,8 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
     isolate_homes(tmp)
     print(f"training the heart model into {tmp} ...", flush=True)
     setup = prepare_model()
+    print("timing TokenVerifier.verify in-process ...", flush=True)
+    verify_costs = verification_costs()
     exe = ensure_mlserver_venv(DEFAULT_ROOT)
     header = machine_lines(setup, exe, args, load)
     checks: list[str] = []
@@ -609,17 +698,34 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
         path = f"/v2/models/{MODEL_NAME}/infer"
         measurements.append(measure(config, server, path, setup.v2_body, args, verify_mlserver))
 
-    def verify_medserve(base_url: str) -> None:
-        got = medserve_proba(base_url, setup)
-        for runtime, answer in mlserver_answers.items():
-            against = f"MLServer {runtime} predict_proba"
-            checks.append(check("medserve /predict", got, answer, against))
+    # Both medserve configs get the same requests: the difference is the token's validation.
+    headers = auth_headers(bench_token(AUTH_ON))
+    medserve_configs = []
+    for mode, suffix in ((AUTH_ON, ""), (AUTH_OFF, ", auth off")):
 
-    ours_config = ServerConfig(MEDSERVE, f"bentoml serve, workers={args.workers}")
-    server = serve_medserve(setup.tag, args.workers, tmp / "medserve")
-    ours = measure(ours_config, server, "/predict", setup.medserve_body, args, verify_medserve)
-    measurements.append(ours)
-    return report(header, checks, measurements, ours)
+        def verify_medserve(base_url: str, mode: str = mode, suffix: str = suffix) -> None:
+            name = f"medserve /predict{suffix}"
+            got = medserve_proba(base_url, setup, headers)
+            for runtime, answer in mlserver_answers.items():
+                against = f"MLServer {runtime} predict_proba"
+                checks.append(check(name, got, answer, against))
+            status = post_status(f"{base_url}/predict", setup.medserve_body)
+            want = 401 if mode == AUTH_ON else 200
+            line = f"MEDSERVE_AUTH_MODE={mode}: POST /predict without a token -> {status}"
+            checks.append(require(status == want, f"{'OK ' if status == want else 'FAIL'} {line}"))
+
+        config = ServerConfig(MEDSERVE, f"bentoml serve, workers={args.workers}{suffix}")
+        server = serve_medserve(
+            setup.tag,
+            args.workers,
+            tmp / f"medserve-auth-{mode}",
+            extra_env={"MEDSERVE_AUTH_MODE": mode},
+        )
+        path, body = "/predict", setup.medserve_body
+        medserve_configs.append(measure(config, server, path, body, args, verify_medserve, headers))
+    measurements += medserve_configs
+    ours, auth_off = medserve_configs
+    return report(header, checks, measurements, ours, auth_off, verify_costs)
 
 
 @contextmanager

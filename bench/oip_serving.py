@@ -8,7 +8,9 @@ server at a time, from MLServer (the compiled-scorer runtime, once per ``paralle
 from one ``bentoml serve`` of medserve. Every answer (gRPC, v2 REST, native ``/predict``) is
 checked against the others first. Then each transport gets a warm-up and one closed-loop run per
 connection count: wrk for HTTP, h2load for gRPC (server-side failures read from each server's
-Prometheus metrics, since h2load cannot see ``grpc-status``). It prints markdown tables of
+Prometheus metrics, since h2load cannot see ``grpc-status``). Every medserve request carries a
+bearer token (``bench.access``: HTTP ``Authorization`` header, gRPC ``authorization`` metadata);
+MLServer's carry none (it has no access control). It prints markdown tables of
 throughput/latency, medserve / MLServer per transport, and per-process resident memory.
 """
 
@@ -31,7 +33,8 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2
 
-from bench.h2load import grpc_frame, h2load_version, run_h2load, warmup_h2load
+from bench.access import auth_headers, bench_token, grpc_metadata, h2load_headers
+from bench.h2load import GRPC_HEADERS, grpc_frame, h2load_version, run_h2load, warmup_h2load
 from bench.heart_serving import (
     JSON,
     MEDSERVE,
@@ -126,13 +129,17 @@ class Endpoint:
     """One transport of a running server; `calls` (gRPC only) reads its server-side counts.
 
     A stream endpoint (`stream_connections` set) sends `body` (one framed request) that many
-    times per stream so that connections x messages = the concurrency being measured."""
+    times per stream so that connections x messages = the concurrency being measured.
+    `headers` go with every request: for wrk (HTTP) name -> value, for h2load (gRPC) its `-H`
+    lines (`bench.access.h2load_headers`: content type, te, the token)."""
 
     transport: str
     url: str
     body: bytes
     calls: Callable[[], ServerCalls] | None = None
     stream_connections: int | None = None
+    http_headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    h2_headers: tuple[str, ...] = GRPC_HEADERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +178,11 @@ def grpc_request_frame(row: list[float], output: str) -> bytes:
     return grpc_frame(request.SerializeToString())
 
 
-def grpc_infer(port: int, frame: bytes, timeout_s: float = 60.0) -> Any:
-    """Send the message inside `frame`, byte for byte, with grpcio; retry while UNAVAILABLE."""
+def grpc_infer(
+    port: int, frame: bytes, timeout_s: float = 60.0, metadata: tuple[tuple[str, str], ...] = ()
+) -> Any:
+    """Send the message inside `frame`, byte for byte, with grpcio and `metadata` (medserve:
+    the bearer token); retry while UNAVAILABLE."""
     if frame[0] != 0 or int.from_bytes(frame[1:5], "big") != len(frame) - 5:
         raise ValueError("not an uncompressed gRPC frame")
     options = [("grpc.enable_http_proxy", 0)]
@@ -183,7 +193,7 @@ def grpc_infer(port: int, frame: bytes, timeout_s: float = 60.0) -> Any:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                return call(frame[5:], timeout=10)
+                return call(frame[5:], timeout=10, metadata=metadata or None)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                     raise
@@ -201,9 +211,11 @@ def grpc_proba(response: Any, output: str) -> list[float]:
     return [float(p) for p in tensor.contents.fp64_contents]
 
 
-def rest_proba(url: str, body: bytes, output: str) -> list[float]:
-    """The output `output` of a v2 REST JSON answer."""
-    answer = post_json(url, body)
+def rest_proba(
+    url: str, body: bytes, output: str, headers: dict[str, str] | None = None
+) -> list[float]:
+    """The output `output` of a v2 REST JSON answer (`headers`: medserve's bearer token)."""
+    answer = post_json(url, body, headers=headers)
     return [float(p) for p in next(o for o in answer["outputs"] if o["name"] == output)["data"]]
 
 
@@ -221,11 +233,19 @@ def sample_totals(text: str, sample: str, by: str, **match: str) -> dict[str, in
     return totals
 
 
+AUTH_REFUSALS = ("unauthenticated", "forbidden")
+
+
 def medserve_grpc_calls(base_url: str, api: str = "grpc") -> ServerCalls:
     """medserve's gRPC calls (unary `grpc`, or `grpc_stream` messages) by outcome
-    (`medserve_request_duration_seconds_count`)."""
+    (`medserve_request_duration_seconds_count`), plus the calls its access check refused
+    (`medserve_rejected_requests_total`, not per API: only one transport runs at a time)."""
     text = get_text(f"{base_url}/metrics")
     by_outcome = sample_totals(text, "medserve_request_duration_seconds_count", "outcome", api=api)
+    rejected = sample_totals(text, "medserve_rejected_requests_total", "reason")
+    for reason in AUTH_REFUSALS:
+        if rejected.get(reason):
+            by_outcome[f"auth: {reason}"] = rejected[reason]
     return ServerCalls(by_outcome.pop("ok", 0), by_outcome)
 
 
@@ -289,7 +309,13 @@ def measure_grpc(
 
     before = settled(calls)
     h2 = run_h2load(
-        endpoint.url, body, h2_connections, args.duration, args.client_threads, during=sample
+        endpoint.url,
+        body,
+        h2_connections,
+        args.duration,
+        args.client_threads,
+        headers=endpoint.h2_headers,
+        during=sample,
     )
     server = settled(calls).minus(before)
     window = samples[1].minus(samples[0])
@@ -307,13 +333,19 @@ def measure_endpoint(endpoint: Endpoint, args: argparse.Namespace) -> list[Run]:
     """Warm one transport up, then one closed-loop run per connection count."""
     runs = []
     if endpoint.calls is None:
-        warmup(endpoint.url, endpoint.body, JSON, WARMUP_S)
+        warmup(endpoint.url, endpoint.body, JSON, WARMUP_S, endpoint.http_headers)
     else:
-        warmup_h2load(endpoint.url, endpoint.body, WARMUP_S)
+        warmup_h2load(endpoint.url, endpoint.body, WARMUP_S, endpoint.h2_headers)
     for connections in args.connections:
         if endpoint.calls is None:
             load = run_wrk(
-                endpoint.url, endpoint.body, JSON, connections, args.duration, args.client_threads
+                endpoint.url,
+                endpoint.body,
+                JSON,
+                connections,
+                args.duration,
+                args.client_threads,
+                endpoint.http_headers,
             )
             run = Run(endpoint.transport, load)
         else:
@@ -403,12 +435,15 @@ class Bench:
         config = ServerConfig(MEDSERVE, f"bentoml serve, workers={self.args.workers}")
         grpc_port = free_port()
         frame = grpc_request_frame(self.setup.row, OURS_OUTPUT)
+        token = bench_token()
+        http, h2 = auth_headers(token), h2load_headers(token)
 
         def endpoints(base_url: str) -> list[Endpoint]:
+            reply = grpc_infer(grpc_port, frame, metadata=grpc_metadata(token))
             got = {
-                GRPC: grpc_proba(grpc_infer(grpc_port, frame), OURS_OUTPUT),
-                V2_REST: rest_proba(base_url + V2_INFER, self.ours_rest, OURS_OUTPUT),
-                NATIVE: medserve_proba(base_url, self.setup),
+                GRPC: grpc_proba(reply, OURS_OUTPUT),
+                V2_REST: rest_proba(base_url + V2_INFER, self.ours_rest, OURS_OUTPUT, http),
+                NATIVE: medserve_proba(base_url, self.setup, http),
             }
             for transport, proba in got.items():
                 for peer, theirs in self.answers.items():
@@ -419,6 +454,7 @@ class Bench:
                     f"http://127.0.0.1:{grpc_port}{MODEL_INFER}",
                     frame,
                     lambda: medserve_grpc_calls(base_url),
+                    h2_headers=h2,
                 ),
                 Endpoint(
                     GRPC_STREAM,
@@ -426,9 +462,12 @@ class Bench:
                     frame,
                     lambda: medserve_grpc_calls(base_url, "grpc_stream"),
                     stream_connections=self.args.stream_connections,
+                    h2_headers=h2,
                 ),
-                Endpoint(V2_REST, base_url + V2_INFER, self.ours_rest),
-                Endpoint(NATIVE, base_url + "/predict", self.setup.medserve_body),
+                Endpoint(V2_REST, base_url + V2_INFER, self.ours_rest, http_headers=http),
+                Endpoint(
+                    NATIVE, f"{base_url}/predict", self.setup.medserve_body, http_headers=http
+                ),
             ]
 
         server = serve_medserve(
@@ -546,6 +585,8 @@ def header_lines(bench: Bench, load: tuple[float, ...]) -> list[str]:
         f"- medserve: one `bentoml serve {SERVICE_TARGET}`, MEDSERVE_WORKERS={args.workers}, "
         f"serving gRPC, v2 REST and native `POST /predict` "
         f'(`{{"patients": [VALID_PATIENT]}}`, {len(setup.medserve_body)} B)',
+        f"- medserve access control: {access_line()}; MLServer's requests carry no token (it has"
+        " no access control)",
         f"- MLServer {', '.join(f'parallel_workers={w}' for w in args.mlserver_workers)} "
         "(one server at a time)",
         f"- requests: v2 REST = JSON FP64 `{INPUT}` [1, 13] asking for one output "
@@ -572,6 +613,19 @@ def header_lines(bench: Bench, load: tuple[float, ...]) -> list[str]:
         "answers; req/s counts answered requests, p50/p99 are per stream (until its last "
         "answer); set against MLServer's best unary gRPC (see PEER_TRANSPORT)",
     ]
+
+
+def access_line() -> str:
+    """How the medserve requests of this run authenticate (MEDSERVE_AUTH_MODE of the env)."""
+    token = bench_token()
+    if token is None:
+        return "OFF (MEDSERVE_AUTH_MODE=off), no token sent"
+    return (
+        "MEDSERVE_AUTH_MODE=local, every request carries a bearer token (Ed25519, the isolated "
+        f"home's local key, {len(token)} characters): HTTP `Authorization` header (wrk, "
+        "urllib), gRPC `authorization` metadata (h2load `-H`, grpcio); gRPC calls the access "
+        "check refuses count as errors (`medserve_rejected_requests_total`)"
+    )
 
 
 def report(bench: Bench, header: list[str]) -> str:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from medserve.auth.roles import Role
 from medserve.catalogue import SERVICES
 from medserve.settings import get_settings, use_local_bentoml_home
 
@@ -273,6 +274,66 @@ def up(
     from medserve.launcher import Launcher
 
     raise typer.Exit(Launcher(get_settings(), console, workers=workers).run())
+
+
+@app.command()
+def token(
+    role: Annotated[list[Role], typer.Option("--role", help="A role to grant (repeat for more).")],
+    ttl: Annotated[str, typer.Option(help="Lifetime: 90s, 30m, 12h, 7d.")] = "12h",
+    subject: Annotated[
+        str | None, typer.Option(help="Who the token names (default local:<user>).")
+    ] = None,
+) -> None:
+    """Mint a bearer token with the local signing key (local mode only); prints the token."""
+    from medserve.auth.local import NotLocalMode, default_subject, mint, parse_duration
+    from medserve.auth.settings import get_auth_settings
+
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ttl") from None
+    try:
+        minted = mint(get_auth_settings(), role, seconds, subject or default_subject())
+    except NotLocalMode as exc:
+        _refuse(exc)
+    typer.echo(minted)
+
+
+@app.command()
+def audit(
+    since: Annotated[
+        str, typer.Option(help="ISO date/time (UTC if no zone) or a duration back: 24h, 7d.")
+    ] = "24h",
+    subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List the audit trail: who read or labelled patient data, when, where, with what outcome."""
+    from medserve.audit import AuditTrail, parse_since
+    from medserve.prediction_log import make_engine
+
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    trail = AuditTrail(make_engine(get_settings().resolved_database_url))
+    entries = trail.entries(start, subject, limit)
+    if as_json:
+        for entry in entries:
+            typer.echo(entry.model_dump_json())
+        return
+    table = Table("time (UTC)", "subject", "role", "model", "call", "predictions", "outcome")
+    for entry in entries:
+        table.add_row(
+            f"{entry.at:%Y-%m-%d %H:%M:%S}",
+            entry.subject,
+            entry.role or "-",
+            entry.model,
+            f"{entry.method} {entry.route}",
+            str(len(entry.prediction_ids)),
+            f"{entry.status} {entry.outcome}",
+        )
+    Console().print(table)
 
 
 @app.command()

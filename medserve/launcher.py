@@ -40,6 +40,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from medserve.auth.local import OperatorAccess
+from medserve.auth.settings import get_auth_settings
 from medserve.catalogue import SERVICES, ServiceEntry
 from medserve.doctor import checks_table, failed, probe_host, service_ports, serving_checks
 from medserve.settings import Settings
@@ -220,19 +222,28 @@ def became_ready(service: RunningService, settings: Settings) -> bool:
 def summary_table(services: Iterable[RunningService]) -> Table:
     table = Table(
         "service",
-        caption="Every service: POST /predict, GET /model, /metrics, OIP v2 under /v2/models/. "
-        "No token needed yet: access control is not enabled.",
+        caption="Every service: POST /predict, GET /model, /metrics, OIP v2 under /v2/models/.",
     )
-    for heading in ("URL", "gRPC (OIP v2)", "token"):  # links stay whole, never cut short
+    for heading in ("URL", "gRPC (OIP v2)"):  # links stay whole, never cut short
         table.add_column(heading, no_wrap=True)
     for service in services:
-        table.add_row(
-            service.entry.model,
-            service.link,
-            f"{service.host}:{service.grpc_port}",
-            "-",  # no token until access control lands (issue 17)
-        )
+        table.add_row(service.entry.model, service.link, f"{service.host}:{service.grpc_port}")
     return table
+
+
+def print_summary(
+    console: Console, services: Iterable[RunningService], access: OperatorAccess
+) -> None:
+    """The services table, then how to get in: page links carrying the operator's token (as
+    Jupyter prints its URL) and the token itself, printed whole (never wrapped or cut)."""
+    services = list(services)
+    console.print(summary_table(services))
+    for service in services:
+        if service.entry.pages:
+            link = access.page_link(service.link)
+            console.print(f"{service.entry.model}: {link}", highlight=False, soft_wrap=True)
+    for line in access.lines():
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 # ----------------------------------------------------------------------------------- training
@@ -420,6 +431,7 @@ class Launcher:
         self.training: TrainingRun | None = None
         self.training_done = False
         self.bars = TrainingBars.on(console)
+        self.access: OperatorAccess | None = None
 
     def step(self, message: str, ok: bool = True) -> None:
         """One line per step, never wrapped by us (a URL must stay whole)."""
@@ -456,6 +468,9 @@ class Launcher:
             soft_wrap=True,
         )
         self.check_machine()
+        # Before any service starts: in local mode this creates the signing key they all trust.
+        self.access = OperatorAccess.for_operator(get_auth_settings())
+        self.step(f"access control: {self.access.mode.value} mode")
         from medserve.model_store import has_model
 
         missing = training_order(m for m in self.entries if not has_model(f"{m}:latest"))
@@ -569,7 +584,8 @@ class Launcher:
             f"all {len(self.services)} services ready after {self.elapsed()} "
             f"(the first after {format_seconds(first)})"
         )
-        self.console.print(summary_table(self.services.values()))
+        assert self.access is not None
+        print_summary(self.console, self.services.values(), self.access)
         self.console.print(
             f"Ctrl-C stops every service; their logs are in {self.settings.logs_dir}/",
             highlight=False,
@@ -598,7 +614,7 @@ def serve(
         try:
             while not became_ready(service, settings):
                 time.sleep(POLL_S)
-            console.print(summary_table([service]))
+            print_summary(console, [service], OperatorAccess.for_operator(get_auth_settings()))
             return service.process.wait()
         except KeyboardInterrupt:
             return 0

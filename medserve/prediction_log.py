@@ -102,6 +102,8 @@ class FeedbackRow(Base):
     )
     outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
     reviewer: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The authenticated subject who confirmed it (the token's `sub`); `reviewer` is free text.
+    confirmed_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -365,9 +367,15 @@ class PredictionLog:
                 loop.call_soon_threadsafe(_settle, futures, error)
 
     def add_feedback(
-        self, model: str, prediction_id: str, outcome: dict[str, Any], reviewer: str | None = None
+        self,
+        model: str,
+        prediction_id: str,
+        outcome: dict[str, Any],
+        reviewer: str | None = None,
+        confirmed_by: str | None = None,
     ) -> None:
-        """Attach (or replace) the confirmed outcome of a prediction `model` made."""
+        """Attach (or replace) the confirmed outcome of a prediction `model` made; `confirmed_by`
+        is the authenticated subject."""
         with Session(self.engine) as session, session.begin():
             row = session.get(PredictionRow, prediction_id)
             if row is None or row.model != model:
@@ -377,6 +385,7 @@ class PredictionLog:
                     prediction_id=prediction_id,
                     outcome=outcome,
                     reviewer=reviewer,
+                    confirmed_by=confirmed_by,
                     created_at=utcnow(),
                 )
             )
@@ -440,7 +449,7 @@ class PredictionLog:
             return [
                 LabelledExample(
                     prediction_id=p.id,
-                    created_at=_aware(p.created_at),
+                    created_at=as_utc(p.created_at),
                     inputs=p.inputs,
                     outcome=f.outcome,
                 )
@@ -448,13 +457,13 @@ class PredictionLog:
             ]
 
 
-def _aware(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; every stored time is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _record(row: PredictionRow) -> PredictionRecord:
-    created = _aware(row.created_at)
+    created = as_utc(row.created_at)
     return PredictionRecord(
         id=row.id,
         model=row.model,

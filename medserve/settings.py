@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,19 @@ class Settings(BaseSettings):
         ge=1,
         description="Requests of one ModelStreamInfer stream in the data plane at once; beyond "
         "it the stream is not read, so HTTP/2 flow control pushes back on the client.",
+    )
+    grpc_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the gRPC server; with `grpc_tls_key_file` the "
+        "gRPC port serves TLS only (no plaintext). The chart mounts it from `grpc.tls.secretName`.",
+    )
+    grpc_tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of `grpc_tls_cert_file`."
+    )
+    grpc_tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle of client certificates: when set, gRPC clients must present "
+        "a certificate it signed (mutual TLS). Only with the server's certificate and key.",
     )
     port_offset: int = Field(
         default=0,
@@ -92,6 +105,20 @@ class Settings(BaseSettings):
     drift_psi_threshold: float = Field(
         default=0.2, description="PSI above which a feature counts as drifted (alerts, docs)."
     )
+
+    @model_validator(mode="after")
+    def _grpc_tls_complete(self) -> Settings:
+        if (self.grpc_tls_cert_file is None) != (self.grpc_tls_key_file is None):
+            raise ValueError(
+                "MEDSERVE_GRPC_TLS_CERT_FILE and MEDSERVE_GRPC_TLS_KEY_FILE go together: "
+                "set both or neither"
+            )
+        if self.grpc_tls_client_ca_file is not None and self.grpc_tls_cert_file is None:
+            raise ValueError(
+                "MEDSERVE_GRPC_TLS_CLIENT_CA_FILE (mutual TLS) needs the server's "
+                "MEDSERVE_GRPC_TLS_CERT_FILE and MEDSERVE_GRPC_TLS_KEY_FILE"
+            )
+        return self
 
     @property
     def cores(self) -> int:

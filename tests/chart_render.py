@@ -14,6 +14,9 @@ from tools.k8s_tools import fetch, tool_path
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "medserve"
 PRODUCTION_VALUES = CHART / "values-production.yaml"
+OAUTH2_PROXY_VALUES = CHART / "examples" / "values-oauth2-proxy.yaml"
+# The chart has no default identity provider and refuses to render without one (by design).
+AUTH_VALUES = ROOT / "tests" / "chart_values" / "auth-oidc.yaml"
 RELEASE = "rel"
 
 
@@ -28,13 +31,23 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, check=check)
 
 
+def values_args(values_files: Sequence[Path] = ()) -> list[str]:
+    """`-f` arguments of `values_files`, layered over the test access-control values
+    (`AUTH_VALUES`) unless one of the files configures `auth` itself: those (the production
+    values, the examples, values.yaml alone) must stand on their own."""
+    files = list(values_files)
+    if not any("auth" in (yaml.safe_load(Path(path).read_text()) or {}) for path in files):
+        files.insert(0, AUTH_VALUES)
+    return [arg for path in files for arg in ("-f", str(path))]
+
+
 def render(
     values_files: Sequence[Path] = (), set_values: Sequence[str] = (), namespace: str = "medserve"
 ) -> list[dict[str, Any]]:
-    """`helm template` of the chart: the rendered documents, empty ones dropped."""
+    """`helm template` of the chart: the rendered documents, empty ones dropped
+    (`values_args` says which values files are used)."""
     args = ["template", RELEASE, str(CHART), "--namespace", namespace]
-    for path in values_files:
-        args += ["-f", str(path)]
+    args += values_args(values_files)
     for value in set_values:
         args += ["--set", value]
     return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]

@@ -18,6 +18,9 @@ from pathlib import Path
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="medserve-tests-"))
 os.environ["MEDSERVE_HOME"] = str(_SESSION_HOME)
 os.environ["BENTOML_HOME"] = str(_SESSION_HOME / "bentoml")
+# One local signing key for the session: services started by tests trust `tests.auth_tokens`.
+os.environ["MEDSERVE_AUTH_LOCAL_KEY_FILE"] = str(_SESSION_HOME / "auth" / "local-signing-key.pem")
+os.environ.pop("MEDSERVE_AUTH_MODE", None)
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 import pytest  # noqa: E402

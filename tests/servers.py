@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tests.auth_tokens import client_headers
+
 if TYPE_CHECKING:
     from botocore.client import BaseClient
     from playwright.sync_api import Browser
@@ -558,6 +560,12 @@ class ServiceProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """An `authorization` header with the predict, review and read_log roles (HTTP header
+        and gRPC metadata alike)."""
+        return client_headers()
 
 
 def metric_value(text: str, series: str) -> float:

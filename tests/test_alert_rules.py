@@ -18,7 +18,16 @@ from prometheus_client import generate_latest
 
 from medserve.anonymize.metrics import RunMetrics
 from medserve.serving.metrics import LATENCY_BUCKETS
-from tests.chart_render import CHART, PRODUCTION_VALUES, RELEASE, ROOT, helm, of_kind, render
+from tests.chart_render import (
+    CHART,
+    PRODUCTION_VALUES,
+    RELEASE,
+    ROOT,
+    helm,
+    of_kind,
+    render,
+    values_args,
+)
 
 PROMTOOL = Path("/usr/bin/promtool")
 PROMTOOL_TESTS = Path(__file__).parent / "promtool"
@@ -206,7 +215,7 @@ def test_latency_slo_is_per_service_and_must_be_a_histogram_bucket(tmp_path: Pat
     # A bound between buckets cannot be computed from the histogram: the schema refuses it, and
     # so does the template when the schema is skipped.
     values = values_with_slo(tmp_path / "between.yaml", {"heart_risk": 0.3})
-    args = ("template", RELEASE, str(CHART), "-f", str(values))
+    args = ("template", RELEASE, str(CHART), *values_args((values,)))
     result = helm(*args, check=False)
     assert result.returncode != 0
     assert "/services/0/latencySloSeconds" in result.stderr

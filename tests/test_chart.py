@@ -1,25 +1,32 @@
-"""The Helm chart rendered by the real helm binary (tools/k8s_tools.py) for the default and the
-production values: lint, strict schema validation of every rendered object (Kubernetes 1.37,
-Prometheus Operator CRs), values rejected by values.schema.json, and the rendered objects
-cross-checked against the service catalogue, the settings the code reads and the restricted Pod
-Security Standard."""
+"""The Helm chart rendered by the real helm binary (tools/k8s_tools.py) for the default values
+(with the test identity provider, tests/chart_values/auth-oidc.yaml: the chart has none), the
+production values and the oauth2-proxy example: lint, strict schema validation of every rendered
+object (Kubernetes 1.37, Prometheus Operator CRs), values rejected by values.schema.json, and the
+rendered objects cross-checked against the service catalogue, the settings the code reads (access
+control included), the restricted Pod Security Standard, the deny-by-default NetworkPolicy."""
 
 from __future__ import annotations
 
 import ast
+import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 from cloudcoil.models.prometheus_operator import v1 as operator_v1
 
+from medserve.auth.settings import AuthSettings
 from medserve.catalogue import SERVICES
 from medserve.serving.metrics import LATENCY_BUCKETS
 from medserve.settings import Settings
 from tests.chart_render import (
+    AUTH_VALUES,
     CHART,
+    OAUTH2_PROXY_VALUES,
     PRODUCTION_VALUES,
     RELEASE,
     ROOT,
@@ -27,11 +34,16 @@ from tests.chart_render import (
     of_kind,
     render,
     resource_name,
+    values_args,
 )
 from tests.pod_security import restricted_violations
 
 KUBERNETES = "1.37"
-VALUES = {"default": (), "production": (PRODUCTION_VALUES,)}
+VALUES = {
+    "default": (),  # values.yaml over tests/chart_values/auth-oidc.yaml (chart_render.values_args)
+    "production": (PRODUCTION_VALUES,),
+    "oauth2-proxy": (PRODUCTION_VALUES, OAUTH2_PROXY_VALUES),  # the example as documented
+}
 OPERATOR_GROUP = "monitoring.coreos.com/"
 
 
@@ -73,10 +85,7 @@ def validate_operator_resource(document: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("name", sorted(VALUES))
 def test_chart_lints_strictly(name: str) -> None:
-    args = ["lint", "--strict", str(CHART)]
-    for path in VALUES[name]:
-        args += ["-f", str(path)]
-    result = helm(*args, check=False)
+    result = helm("lint", "--strict", str(CHART), *values_args(VALUES[name]), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -117,12 +126,52 @@ def test_operator_validation_rejects_unknown_fields() -> None:
         ("settings.driftPsiThreshold=0", "driftPsiThreshold"),
         ("monitoring.prometheusRule.latencySloSeconds=0.3", "latencySloSeconds"),  # no bucket
         ("replicaCount=3", "replicaCount"),  # unknown keys are typos, not silently ignored
+        ("auth.mode=local", "/auth/mode"),  # a per-machine signing key: not for a cluster
+        ("auth.mode=off", "/auth/mode"),  # tests only
+        ("auth.jwksUrl=", "/auth/jwksUrl"),  # oidc needs the identity provider's keys
+        ("auth.trustedOrigins[0]=https://idp.example.org/path", "/auth/trustedOrigins/0"),
+        ("auth.proxy.userHeader=x user", "/auth/proxy/userHeader"),
+        ("networkPolicy.clientSelectors[0].ports=x", "/networkPolicy/clientSelectors/0"),
+        ("grpc.tls.verifyClients=yes", "/grpc/tls/verifyClients"),
     ],
 )
 def test_schema_rejects_bad_values(setting: str, message: str) -> None:
-    result = helm("template", RELEASE, str(CHART), "--set", setting, check=False)
+    result = helm("template", RELEASE, str(CHART), *values_args(), "--set", setting, check=False)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_without_an_identity_provider_the_chart_refuses_to_render() -> None:
+    """Fail closed at install (a plain `helm install`) rather than start pods that crash-loop or
+    serve without access control: the schema names the missing values, and the templates say
+    what they are when the schema is skipped."""
+    plain = ("template", RELEASE, str(CHART))
+    result = helm(*plain, check=False)
+    assert result.returncode != 0
+    for value in ("issuer", "audience", "jwksUrl"):
+        assert f"at '/auth/{value}'" in result.stderr, result.stderr
+    result = helm(*plain, "--skip-schema-validation", check=False)
+    assert result.returncode != 0
+    message = "auth.mode oidc needs auth.issuer, auth.audience and auth.jwksUrl"
+    assert message in result.stderr, result.stderr
+    lint = helm("lint", "--strict", str(CHART), check=False)
+    assert lint.returncode != 0 and "/auth/issuer" in lint.stdout + lint.stderr
+
+
+@pytest.mark.parametrize("mode", ["local", "off"])
+def test_embedded_auth_modes_are_refused_even_without_the_schema(mode: str) -> None:
+    args = ("template", RELEASE, str(CHART), *values_args(), "--set", f"auth.mode={mode}")
+    result = helm(*args, "--skip-schema-validation", check=False)
+    assert result.returncode != 0
+    assert f'auth.mode must be oidc or proxy, not "{mode}"' in result.stderr
+
+
+def test_proxy_mode_needs_the_network_policy() -> None:
+    """The proxy's headers are the identity: without the policy any pod could forge them."""
+    sets = ("--set", "auth.mode=proxy", "--set", "networkPolicy.enabled=false")
+    result = helm("template", RELEASE, str(CHART), *values_args(), *sets, check=False)
+    assert result.returncode != 0
+    assert "auth.mode proxy needs networkPolicy.enabled" in result.stderr
 
 
 def test_schema_latency_slos_are_the_histogram_bucket_bounds() -> None:
@@ -133,9 +182,8 @@ def test_schema_latency_slos_are_the_histogram_bucket_bounds() -> None:
 
 def test_a_model_store_needs_pinned_model_versions() -> None:
     """Pods that import `latest` would each run whatever was newest when they started."""
-    result = helm(
-        "template", RELEASE, str(CHART), "--set", "modelStore.uri=s3://models", check=False
-    )
+    args = ("template", RELEASE, str(CHART), *values_args(), "--set", "modelStore.uri=s3://models")
+    result = helm(*args, check=False)
     assert result.returncode != 0
     assert "must pin a version" in result.stderr
 
@@ -239,10 +287,21 @@ def test_baked_models_are_copied_to_the_pod_home_only_without_a_model_store() ->
                 assert init["image"] == container(deployment)["image"]
 
 
+def auth_env_names() -> set[str]:
+    """The variables AuthSettings reads: MEDSERVE_AUTH_<FIELD>, or a field's own alias."""
+    prefix = AuthSettings.model_config["env_prefix"]
+    return {
+        str(field.validation_alias or f"{prefix}{name}").upper()
+        for name, field in AuthSettings.model_fields.items()
+    }
+
+
 def test_pod_env_names_are_settings_the_code_reads(documents: list[dict[str, Any]]) -> None:
     """A misspelt MEDSERVE_* variable would be ignored silently by pydantic-settings."""
     known = {f"MEDSERVE_{field.upper()}" for field in Settings.model_fields}
     known |= {f"MEDSERVE_{m.upper()}_MODEL_{k}" for m in SERVICES for k in ("TAG", "URI")}
+    known |= auth_env_names()
+    assert {"MEDSERVE_AUTH_JWKS_URL", "MEDSERVE_ALLOWED_HOSTS"} <= auth_env_names()
     for deployment in of_kind(documents, "Deployment").values():
         names = {n for n in env_of(deployment) if n.startswith("MEDSERVE_")}
         assert names <= known, names - known
@@ -262,6 +321,13 @@ def test_pod_env_values_parse_as_the_settings_they_set(
         assert str(settings.home) == plain["MEDSERVE_HOME"]
         assert settings.grpc_port == int(plain["MEDSERVE_GRPC_PORT"])
         assert settings.drift_window == int(plain["MEDSERVE_DRIFT_WINDOW"])
+        auth = AuthSettings()  # refuses oidc without issuer, audience and JWKS URL
+        assert auth.mode.value == plain["MEDSERVE_AUTH_MODE"]
+        assert auth.roles_claim == plain["MEDSERVE_AUTH_ROLES_CLAIM"]
+        assert auth.issuer == plain.get("MEDSERVE_AUTH_ISSUER")
+        assert auth.trusted_origins == json.loads(plain.get("MEDSERVE_AUTH_TRUSTED_ORIGINS", "[]"))
+        assert auth.allowed_hosts == json.loads(plain["MEDSERVE_ALLOWED_HOSTS"])
+        assert deployment["metadata"]["name"] in auth.allowed_hosts
 
 
 def test_production_imports_pinned_models_from_s3_with_irsa_and_a_secret_url() -> None:
@@ -286,7 +352,7 @@ def test_production_imports_pinned_models_from_s3_with_irsa_and_a_secret_url() -
 def test_an_inline_database_url_becomes_a_secret_not_an_env_value() -> None:
     url = "postgresql+psycopg://u:p@db:5432/medserve"
     documents = render(set_values=[f"predictionLog.url={url}"])
-    (secret,) = of_kind(documents, "Secret").values()
+    secret = of_kind(documents, "Secret")[f"{RELEASE}-medserve-prediction-log"]
     assert secret["stringData"]["url"] == url
     for deployment in of_kind(documents, "Deployment").values():
         reference = env_of(deployment)["MEDSERVE_DATABASE_URL"]["secretKeyRef"]
@@ -294,17 +360,229 @@ def test_an_inline_database_url_becomes_a_secret_not_an_env_value() -> None:
         assert url not in str(deployment)
 
 
-def test_network_policy_admits_only_service_ports_and_prometheus(
-    documents: list[dict[str, Any]],
-) -> None:
+PROMETHEUS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+
+
+def ingress_rules(documents: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each service's NetworkPolicy ingress rules, after checking what every policy shares."""
     policies = of_kind(documents, "NetworkPolicy")
     deployments = of_kind(documents, "Deployment")
     assert set(policies) == set(deployments)
+    rules = {}
     for name, policy in policies.items():
         spec = policy["spec"]
         assert spec["podSelector"] == deployments[name]["spec"]["selector"]
         assert spec["policyTypes"] == ["Ingress"]
-        clients, scrapes = spec["ingress"]
-        assert {p["port"] for p in clients["ports"]} == {"http", "grpc"}
-        assert [p["port"] for p in scrapes["ports"]] == ["http"]
-        assert "prometheus" in str(scrapes["from"])
+        # A rule without `from` (or with an empty one) admits every pod in the cluster.
+        assert all(rule.get("from") for rule in spec["ingress"]), spec["ingress"]
+        assert all(peer for rule in spec["ingress"] for peer in rule["from"])
+        rules[name] = spec["ingress"]
+    return rules
+
+
+def rule_ports(rule: dict[str, Any]) -> list[str]:
+    return [p["port"] for p in rule["ports"]]
+
+
+def test_network_policy_admits_only_service_ports_and_prometheus(
+    documents: list[dict[str, Any]],
+) -> None:
+    for rules in ingress_rules(documents).values():
+        *clients, scrapes = rules
+        assert rule_ports(scrapes) == ["http"]
+        assert scrapes["from"] == [PROMETHEUS_PEER]
+        assert all(rule_ports(rule) == ["http", "grpc"] for rule in clients)
+
+
+def test_network_policy_denies_by_default() -> None:
+    """No client selectors: nothing but Prometheus (HTTP port, /metrics) reaches the pods."""
+    for rules in ingress_rules(render()).values():
+        assert rules == [
+            {"ports": [{"port": "http", "protocol": "TCP"}], "from": [PROMETHEUS_PEER]}
+        ]
+
+
+def test_network_policy_admits_exactly_the_client_selectors(tmp_path: Path) -> None:
+    clinic = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "clinic"}}}
+    app = {"podSelector": {"matchLabels": {"app": "ward-app"}}}
+    values = tmp_path / "clients.yaml"
+    values.write_text(yaml.safe_dump({"networkPolicy": {"clientSelectors": [clinic, app]}}))
+    for rules in ingress_rules(render((values,))).values():
+        clients, scrapes = rules
+        assert rule_ports(clients) == ["http", "grpc"]
+        assert clients["from"] == [clinic, app]
+        assert rule_ports(scrapes) == ["http"] and scrapes["from"] == [PROMETHEUS_PEER]
+    production = yaml.safe_load(PRODUCTION_VALUES.read_text())["networkPolicy"]["clientSelectors"]
+    for rules in ingress_rules(render((PRODUCTION_VALUES,))).values():
+        assert rules[0]["from"] == production
+
+
+def test_the_disabled_network_policy_renders_none() -> None:
+    assert not of_kind(render(set_values=["networkPolicy.enabled=false"]), "NetworkPolicy")
+
+
+# --------------------------------------------------------------------------- access control
+
+
+def test_auth_values_become_the_env_the_auth_settings_read() -> None:
+    test_values = yaml.safe_load(AUTH_VALUES.read_text())["auth"]
+    for deployment in of_kind(render(), "Deployment").values():
+        env = env_of(deployment)
+        assert env["MEDSERVE_AUTH_MODE"] == "oidc"
+        assert env["MEDSERVE_AUTH_ISSUER"] == test_values["issuer"]
+        assert env["MEDSERVE_AUTH_AUDIENCE"] == test_values["audience"]
+        assert env["MEDSERVE_AUTH_JWKS_URL"] == test_values["jwksUrl"]
+        assert env["MEDSERVE_AUTH_ROLES_CLAIM"] == "realm_access.roles"
+        # Unset values stay the settings' defaults; proxy headers only in mode proxy.
+        assert "MEDSERVE_AUTH_ROLE_PREFIX" not in env
+        assert "MEDSERVE_AUTH_TRUSTED_ORIGINS" not in env
+        assert not {n for n in env if n.startswith("MEDSERVE_AUTH_PROXY_")}
+
+
+def test_allowed_hosts_are_the_service_names_and_the_extra_hosts() -> None:
+    documents = render(
+        set_values=["auth.allowedHosts[0]=medserve.clinic.example.org"], namespace="clinic-ml"
+    )
+    for entry in SERVICES.values():
+        name = resource_name(entry.model)
+        deployment = of_kind(documents, "Deployment")[name]
+        expected = [
+            f"{service}{suffix}"
+            for service in (name, f"{name}-grpc")
+            for suffix in ("", ".clinic-ml", ".clinic-ml.svc", ".clinic-ml.svc.cluster.local")
+        ]
+        expected += ["medserve.clinic.example.org"]
+        assert json.loads(env_of(deployment)["MEDSERVE_ALLOWED_HOSTS"]) == expected
+        # Both Services of the model (ClusterIP and headless gRPC) are the ones named.
+        assert {name, f"{name}-grpc"} <= set(of_kind(documents, "Service"))
+
+
+def test_the_chart_creates_a_random_csrf_secret_every_pod_reads() -> None:
+    documents = render()
+    secret = of_kind(documents, "Secret")[f"{RELEASE}-medserve-csrf"]
+    assert secret["type"] == "Opaque"
+    value = base64.b64decode(secret["data"]["csrf-secret"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", value)
+    assert AuthSettings(csrf_secret=value).csrf_secret == value  # long enough for the settings
+    again = of_kind(render(), "Secret")[secret["metadata"]["name"]]["data"]["csrf-secret"]
+    assert base64.b64decode(again).decode() != value  # random per `helm template`; an
+    # installed release keeps its own (`lookup` of the live Secret: needs a cluster to test).
+    template = (CHART / "templates" / "secret.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in template
+    for deployment in of_kind(documents, "Deployment").values():
+        reference = env_of(deployment)["MEDSERVE_AUTH_CSRF_SECRET"]["secretKeyRef"]
+        assert reference == {"name": secret["metadata"]["name"], "key": "csrf-secret"}
+        assert value not in str(deployment)
+
+
+def test_an_existing_csrf_secret_is_referenced_not_created() -> None:
+    sets = ["auth.csrfSecret.existingSecret=from-vault", "auth.csrfSecret.key=csrf"]
+    documents = render(set_values=sets)
+    assert not of_kind(documents, "Secret")
+    for deployment in of_kind(documents, "Deployment").values():
+        reference = env_of(deployment)["MEDSERVE_AUTH_CSRF_SECRET"]["secretKeyRef"]
+        assert reference == {"name": "from-vault", "key": "csrf"}
+
+
+def test_the_oauth2_proxy_example_trusts_headers_only_from_the_proxy() -> None:
+    example = yaml.safe_load(OAUTH2_PROXY_VALUES.read_text())
+    documents = render((PRODUCTION_VALUES, OAUTH2_PROXY_VALUES))
+    proxy = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "oauth2-proxy"}}}
+    for rules in ingress_rules(documents).values():
+        clients, scrapes = rules
+        assert clients["from"] == [proxy]  # not the production clients: lists replace lists
+        assert scrapes["from"] == [PROMETHEUS_PEER]
+    for deployment in of_kind(documents, "Deployment").values():
+        env = env_of(deployment)
+        assert env["MEDSERVE_AUTH_MODE"] == "proxy"
+        assert env["MEDSERVE_AUTH_PROXY_USER_HEADER"] == "x-forwarded-user"
+        assert env["MEDSERVE_AUTH_PROXY_GROUPS_HEADER"] == "x-forwarded-groups"
+        assert env["MEDSERVE_AUTH_ROLE_PREFIX"] == "medserve-"
+        host = example["auth"]["allowedHosts"][0]
+        assert host in json.loads(env["MEDSERVE_ALLOWED_HOSTS"])
+        assert json.loads(env["MEDSERVE_AUTH_TRUSTED_ORIGINS"]) == [f"https://{host}"]
+
+
+# --------------------------------------------------------------------------- gRPC TLS
+
+
+def test_grpc_tls_mounts_the_secret_and_sets_the_files() -> None:
+    for verify in (False, True):
+        sets = ["grpc.tls.secretName=medserve-grpc-tls", f"grpc.tls.verifyClients={verify}"]
+        documents = render(set_values=sets)
+        for deployment in of_kind(documents, "Deployment").values():
+            pod = deployment["spec"]["template"]["spec"]
+            assert restricted_violations(deployment["spec"]["template"]) == []
+            (volume,) = (v for v in pod["volumes"] if v["name"] == "grpc-tls")
+            keys = ["tls.crt", "tls.key", *(["ca.crt"] if verify else [])]
+            assert volume["secret"]["secretName"] == "medserve-grpc-tls"
+            assert [item["key"] for item in volume["secret"]["items"]] == keys
+            assert volume["secret"]["defaultMode"] == 0o440
+            (mount,) = (m for m in container(deployment)["volumeMounts"] if m["name"] == "grpc-tls")
+            assert mount == {
+                "name": "grpc-tls",
+                "mountPath": "/etc/medserve/grpc-tls",
+                "readOnly": True,
+            }
+            env = env_of(deployment)
+            tls_env = {k: v for k, v in env.items() if k.startswith("MEDSERVE_GRPC_TLS_")}
+            expected = {
+                "MEDSERVE_GRPC_TLS_CERT_FILE": "/etc/medserve/grpc-tls/tls.crt",
+                "MEDSERVE_GRPC_TLS_KEY_FILE": "/etc/medserve/grpc-tls/tls.key",
+            }
+            if verify:
+                expected["MEDSERVE_GRPC_TLS_CLIENT_CA_FILE"] = "/etc/medserve/grpc-tls/ca.crt"
+            assert tls_env == expected
+            settings = Settings(
+                **{k.removeprefix("MEDSERVE_").lower(): v for k, v in tls_env.items()}
+            )
+            assert (settings.grpc_tls_client_ca_file is not None) is verify
+        for service in of_kind(documents, "Service").values():
+            grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+            assert grpc_port["appProtocol"] == "https"  # HTTP/2 over TLS, not cleartext h2c
+        for document in documents:
+            if not document["apiVersion"].startswith(OPERATOR_GROUP):
+                kubernetes_validate.validate(document, KUBERNETES, strict=True)
+
+
+def test_without_grpc_tls_nothing_is_mounted_and_grpc_is_h2c() -> None:
+    documents = render()
+    for deployment in of_kind(documents, "Deployment").values():
+        assert not [n for n in env_of(deployment) if n.startswith("MEDSERVE_GRPC_TLS_")]
+        assert "grpc-tls" not in str(deployment["spec"]["template"]["spec"]["volumes"])
+    for service in of_kind(documents, "Service").values():
+        grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+        assert grpc_port["appProtocol"] == "kubernetes.io/h2c"
+
+
+# --------------------------------------------------------------------------- NOTES.txt
+
+
+def install_notes(*args: str) -> str:
+    """The NOTES a `helm install` prints (a client-side dry run: no cluster)."""
+    command = ["install", RELEASE, str(CHART), "--namespace", "medserve", "--dry-run=client"]
+    result = helm(*command, *args)
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_say_how_to_reach_the_services_and_that_nothing_may_yet() -> None:
+    notes = install_notes(*values_args())
+    for entry in SERVICES.values():
+        name = resource_name(entry.model)
+        assert f"http://{name}.medserve.svc:{entry.http_port}" in notes
+        assert f"grpc {name}.medserve.svc:{entry.grpc_port}" in notes
+    assert "NOTHING CAN CALL THESE SERVICES YET" in notes
+    assert "networkPolicy.clientSelectors" in notes
+    assert "auth.mode oidc" in notes and "https://idp.example.org/realms/clinic" in notes
+    assert "gRPC transport: plaintext" in notes
+    production = install_notes(*values_args((PRODUCTION_VALUES,)))
+    assert "NOTHING CAN CALL" not in production and "(2 selector(s))" in production
+    proxy = install_notes(*values_args((PRODUCTION_VALUES, OAUTH2_PROXY_VALUES)))
+    assert "auth.mode proxy" in proxy and "forge" in proxy
+    tls = install_notes(
+        *values_args(), "--set", "grpc.tls.secretName=t", "--set", "grpc.tls.verifyClients=true"
+    )
+    assert "gRPC transport: mutual TLS" in tls

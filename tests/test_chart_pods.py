@@ -14,6 +14,8 @@ runs in it first.
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import os
 import subprocess
@@ -26,6 +28,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from medserve.auth.settings import AuthSettings
 from medserve.catalogue import SERVICES
 from tests.chart_render import ROOT, of_kind, render, resource_name
 from tests.servers import ServiceProcess, medserve_service
@@ -49,8 +52,19 @@ def sandbox(writable: Path) -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="module")
-def deployments() -> dict[str, dict[str, Any]]:
-    return of_kind(render(), "Deployment")
+def rendered() -> list[dict[str, Any]]:
+    """The chart with its default values (and the test identity provider: chart_render)."""
+    return render()
+
+
+@pytest.fixture(scope="module")
+def deployments(rendered: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return of_kind(rendered, "Deployment")
+
+
+@pytest.fixture(scope="module")
+def secrets(rendered: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return of_kind(rendered, "Secret")
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +79,25 @@ def cpu_cores(quantity: str) -> int:
     return math.ceil(float(quantity))
 
 
-def pod_env(container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment as the kubelet resolves it (no Secrets in default values)."""
+def pod_env(
+    container: dict[str, Any], secrets: dict[str, dict[str, Any]] | None = None
+) -> dict[str, str]:
+    """The container's environment as the kubelet resolves it: the CPU limit (Downward API) and
+    keys of the chart's own Secrets (the CSRF key)."""
     env: dict[str, str] = {}
     for item in container["env"]:
+        name = item["name"]
         if "value" in item:
-            env[item["name"]] = item["value"]
+            env[name] = item["value"]
             continue
-        field = item["valueFrom"]["resourceFieldRef"]
-        assert field["resource"] == "limits.cpu"
-        env[item["name"]] = str(cpu_cores(container["resources"]["limits"]["cpu"]))
+        source = item["valueFrom"]
+        if "resourceFieldRef" in source:
+            assert source["resourceFieldRef"]["resource"] == "limits.cpu"
+            env[name] = str(cpu_cores(container["resources"]["limits"]["cpu"]))
+        else:
+            reference = source["secretKeyRef"]
+            data = (secrets or {})[reference["name"]]["data"]
+            env[name] = base64.b64decode(data[reference["key"]]).decode()
     return env
 
 
@@ -82,6 +105,7 @@ def pod_env(container: dict[str, Any]) -> dict[str, str]:
 def pod(
     request: pytest.FixtureRequest,
     deployments: dict[str, dict[str, Any]],
+    secrets: dict[str, dict[str, Any]],
     model_tags: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[dict[str, Any], ServiceProcess]]:
@@ -90,7 +114,7 @@ def pod(
     (container,) = spec["containers"]
     (init,) = spec["initContainers"]
     home: Path = tmp_path_factory.mktemp(f"pod-{model}")
-    env = pod_env(container)
+    env = pod_env(container, secrets)
     # The init container copies the image's baked store into the pod's writable home; here the
     # session's test store stands for the baked one and the pod home is a temporary folder.
     assert pod_env(init)["BENTOML_HOME"] == env["BENTOML_HOME"]
@@ -144,6 +168,23 @@ def test_an_unknown_path_is_not_a_healthy_probe(pod: tuple[dict[str, Any], Servi
     """The probe check above could fail: a path the service does not serve is a 404."""
     _, service = pod
     assert httpx.get(f"{service.url}/healthcheck-typo", timeout=5).status_code == 404
+
+
+def test_the_pod_env_resolves_as_the_kubelet_would(
+    deployments: dict[str, dict[str, Any]],
+    secrets: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The env the pods above ran with: the chart's CSRF Secret read, and the access-control
+    settings accept it."""
+    for deployment in deployments.values():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = pod_env(container, secrets)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        auth = AuthSettings()
+        assert auth.csrf_secret is not None and len(auth.csrf_secret) == 48
+        assert auth.allowed_hosts == json.loads(env["MEDSERVE_ALLOWED_HOSTS"])
 
 
 def test_the_sandbox_is_read_only_but_for_the_pod_home(tmp_path: Path) -> None:

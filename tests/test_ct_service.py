@@ -35,7 +35,13 @@ def lung_slices(ct_dataset: Path) -> list[Path]:
 def post_image(
     service: ServiceProcess, data: bytes, path: str = "/predict/image", **params: Any
 ) -> httpx.Response:
-    return httpx.post(f"{service.url}{path}", content=data, params=params, timeout=60)
+    return httpx.post(
+        f"{service.url}{path}",
+        content=data,
+        params=params,
+        headers=service.auth_headers,
+        timeout=60,
+    )
 
 
 def only_prediction(response: httpx.Response) -> dict[str, Any]:
@@ -108,7 +114,9 @@ def test_json_predict_with_base64_matches_the_image_route(
 ) -> None:
     data = lung_slices[3].read_bytes()
     body = {"instances": [{"image": base64.b64encode(data).decode()}]}
-    response = httpx.post(f"{ct_service.url}/predict", json=body, timeout=60)
+    response = httpx.post(
+        f"{ct_service.url}/predict", json=body, headers=ct_service.auth_headers, timeout=60
+    )
     assert response.status_code == 200, response.text
     via_json = response.json()["predictions"][0]
     via_image = only_prediction(post_image(ct_service, data))
@@ -129,7 +137,8 @@ def test_open_inference_protocol_bytes_tensor(
     client = module.InferenceServerClient(target)
     tensor = module.InferInput("image", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([data], dtype=object))
-    result = client.infer(MODEL, [tensor])
+    # A dict of its own: tritonclient's HTTP `infer` adds a header to the one it is given.
+    result = client.infer(MODEL, [tensor], headers=dict(ct_service.auth_headers))
     expected = only_prediction(post_image(ct_service, data))
     assert result.as_numpy("class")[0].decode() == expected["predicted_class"]
     probabilities = result.as_numpy("probabilities")[0]
@@ -179,7 +188,9 @@ def test_colour_picture_and_bad_base64_are_refused(ct_service: ServiceProcess) -
     response = post_image(ct_service, buffer.getvalue())
     assert (response.status_code, response.json()["error"]) == (422, "unsupported_photometric")
     body = {"instances": [{"image": "bm90IGEgc2xpY2U="}]}  # base64 of "not a slice"
-    response = httpx.post(f"{ct_service.url}/predict", json=body, timeout=30)
+    response = httpx.post(
+        f"{ct_service.url}/predict", json=body, headers=ct_service.auth_headers, timeout=30
+    )
     assert response.status_code == 422
     assert response.json()["field"] == "instances.0.image"
     bad_query = post_image(ct_service, buffer.getvalue(), identifiers="maybe")
@@ -225,7 +236,10 @@ def test_concurrent_requests_get_their_own_answers_and_are_logged_without_pixels
     assert rows >= batches > 0 and rows >= 2 * len(files)
     psi = f'medserve_feature_psi{{feature="lung_density_share",{label}}}'
     assert metric_value(metrics, psi) >= 0
-    stored = httpx.get(f"{ct_service.url}/predictions/{predictions[0]['prediction_id']}").json()
+    stored = httpx.get(
+        f"{ct_service.url}/predictions/{predictions[0]['prediction_id']}",
+        headers=ct_service.auth_headers,
+    ).json()
     assert set(stored["inputs"]) == {"sha256", "format", "rows", "columns", "lung_field_fraction"}
 
 

@@ -28,6 +28,7 @@ import yaml
 
 from medserve.ecg.beats import NORMAL, BeatSet
 from medserve.ecg.synthetic import SyntheticEcgConfig, generate
+from tests.auth_tokens import client_headers
 from tests.chart_render import CHART, RELEASE, of_kind, render, resource_name
 from tests.conftest import CT_TARGET, ECG_TARGET, HEART_TARGET, service_env
 from tests.heart_samples import VALID_PATIENT, dataset_patients
@@ -312,7 +313,7 @@ def steady_traffic(
     returns what went wrong."""
     heart, ecg, ct = (live.services[m] for m in MODELS)
     problems: list[str] = []
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(headers=client_headers(), timeout=60) as client:
         tick = 0
         while not stop.wait(0.25):
             tick += 1
@@ -334,7 +335,7 @@ def traffic(live: Live, ecg_beats: BeatSet, ct_dataset: Path) -> Iterator[Live]:
     steady traffic on every service while the tests query."""
     heart, ecg, ct = (live.services[m] for m in MODELS)
     slices = sorted(ct_dataset.glob("*/*/*.dcm"))[:8]
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(headers=client_headers(), timeout=60) as client:
         patients = dataset_patients()[:80]
         for start in range(0, len(patients), 5):
             body = {"patients": patients[start : start + 5]}

@@ -24,13 +24,18 @@ from prometheus_client import REGISTRY
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
+from medserve.audit import AuditTrail
+from medserve.auth.authenticator import Authenticator
+from medserve.auth.settings import AuthSettings
 from medserve.logs import JsonFormatter, get_logger
 from medserve.prediction_log import PredictionLog
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.http_api import HttpApi
+from medserve.serving.http_security import HttpAccess
 from medserve.serving.oip_grpc import start_grpc_server
 from medserve.serving.service import http_api
 from medserve.settings import Settings
+from tests.auth_tokens import client_headers
 from tests.fake_model import FakeModel, PointAnswer
 from tests.servers import free_port
 
@@ -48,6 +53,7 @@ class Serving:
     plane: DataPlane
     http: HttpApi
     settings: Settings
+    authenticator: Authenticator
 
 
 def make_serving(tmp_path: Path, **overrides: Any) -> Serving:
@@ -62,9 +68,17 @@ def make_serving(tmp_path: Path, **overrides: Any) -> Serving:
     )
     model = FakeModel()
     plane = DataPlane(model, settings, PredictionLog(settings.resolved_database_url))
+    # The session's signing key (conftest), so `client_headers()` tokens are trusted; the
+    # test client's Host is `test`.
+    auth_settings = AuthSettings(
+        local_key_file=AuthSettings().key_file,
+        allowed_hosts=["test", "127.0.0.1"],
+        csrf_secret="x" * 32,
+    )
+    authenticator = Authenticator(auth_settings)
     api = http_api()
-    api.attach(plane)
-    return Serving(model, plane, api, settings)
+    api.attach(plane, HttpAccess(authenticator, AuditTrail(plane.log.engine), auth_settings))
+    return Serving(model, plane, api, settings, authenticator)
 
 
 @pytest.fixture(autouse=True)
@@ -97,9 +111,13 @@ def json_log() -> Iterator[io.StringIO]:
 
 
 def run(work: Callable[[httpx.AsyncClient], Awaitable[T]], api: HttpApi) -> T:
+    """`work` with a client of the app that sends a token with every role a test needs."""
+
     async def main() -> T:
         transport = httpx.ASGITransport(app=api.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=client_headers()
+        ) as client:
             return await work(client)
 
     return _LOOP.run(main())
@@ -382,7 +400,7 @@ def grpc_input(points: list[list[float]]) -> InferInput:
 async def with_grpc(
     serving: Serving, work: Callable[[triton_aio.InferenceServerClient], Awaitable[T]]
 ) -> T:
-    server = await start_grpc_server(serving.plane, serving.settings)
+    server = await start_grpc_server(serving.plane, serving.settings, serving.authenticator)
     client = triton_aio.InferenceServerClient(f"127.0.0.1:{serving.settings.grpc_port}")
     try:
         return await work(client)
@@ -393,19 +411,22 @@ async def with_grpc(
 
 def test_grpc_unary_infer_and_its_status_codes(serving: Serving) -> None:
     async def work(client: triton_aio.InferenceServerClient) -> None:
-        result = await client.infer("fake", [grpc_input([[3, 0], [6, 1]])], request_id="g-1")
+        result = await client.infer(
+            "fake", [grpc_input([[3, 0], [6, 1]])], request_id="g-1", headers=client_headers()
+        )
         assert result.as_numpy("score").tolist() == [0.3, 0.6]
         assert result.get_response().id == "g-1"
         (prediction_id,) = result.as_numpy("prediction_id")[1:]
         assert serving.plane.log.get(prediction_id.decode()).transport == "grpc"  # type: ignore[union-attr]
         with pytest.raises(InferenceServerException) as invalid:
-            await client.infer("fake", [grpc_input([[30, 0]])])
+            await client.infer("fake", [grpc_input([[30, 0]])], headers=client_headers())
         assert invalid.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT)
         assert "points.0.x" in invalid.value.message()
         with pytest.raises(InferenceServerException) as unknown:
-            await client.infer("other", [grpc_input([[3, 0]])])
+            await client.infer("other", [grpc_input([[3, 0]])], headers=client_headers())
         assert unknown.value.status() == str(grpc.StatusCode.NOT_FOUND)
-        assert await client.is_server_ready() and await client.is_model_ready("fake")
+        assert await client.is_server_ready()  # open: a probe
+        assert await client.is_model_ready("fake", headers=client_headers())
 
     _LOOP.run(with_grpc(serving, work))
 
@@ -422,7 +443,8 @@ def test_grpc_streams_answer_every_request_by_id_and_batch_them_together(
             yield {"model_name": "fake", "inputs": [grpc_input(points)], "request_id": f"s-{i}"}
 
     async def work(client: triton_aio.InferenceServerClient) -> list[Any]:
-        return [item async for item in client.stream_infer(requests())]
+        stream = client.stream_infer(requests(), headers=client_headers())
+        return [item async for item in stream]
 
     answers = _LOOP.run(with_grpc(serving, work))
     assert len(answers) == 60

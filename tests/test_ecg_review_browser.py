@@ -11,9 +11,11 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from medserve import model_store
+from medserve.auth.roles import Role
 from medserve.ecg.beats import NORMAL
 from medserve.ecg.synthetic import SyntheticEcgConfig, generate
 from medserve.settings import Settings
+from tests.auth_tokens import token
 from tests.conftest import ECG_TEST_TRAINING
 from tests.servers import ServiceProcess, chromium_browser
 from training.registry import TRAINERS
@@ -28,9 +30,17 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser, ecg_service: ServiceProcess) -> Iterator[Page]:
+    """A clinician's browser after following a `?token=` link (what `medserve up` prints) with
+    a review-only token: the service swaps it for an HttpOnly session cookie and redirects to
+    the address without it; every page after that, form posts included, rides on the cookie."""
     context = browser.new_context()
-    yield context.new_page()
+    page = context.new_page()
+    page.goto(f"{ecg_service.url}/review?token={token(Role.REVIEW, subject='dra.souza')}")
+    assert page.url == f"{ecg_service.url}/review"  # the token left the address bar
+    (cookie,) = context.cookies()
+    assert cookie["name"] == "medserve_session" and cookie["httpOnly"]
+    yield page
     context.close()
 
 
@@ -41,7 +51,9 @@ def scored(ecg_service: ServiceProcess) -> dict[str, list[str]]:
     normal = beats.beats[beats.label == NORMAL]
     st = beats.beats[(beats.label == "st_depression") & (beats.severity == "severe")][:2]
     body = {"beats": [*normal.astype(float).tolist(), *st.astype(float).tolist()]}
-    answers = httpx.post(f"{ecg_service.url}/predict", json=body).json()["predictions"]
+    answers = httpx.post(
+        f"{ecg_service.url}/predict", json=body, headers=ecg_service.auth_headers
+    ).json()["predictions"]
     assert [a["anomalous"] for a in answers[-2:]] == [True, True]
     called_normal = [a["prediction_id"] for a in answers[:-2] if not a["anomalous"]]
     assert called_normal  # ~1 in 6 normal beats is above a mean + 1 std threshold
@@ -86,6 +98,8 @@ def test_beat_page_plots_and_confirms_into_the_next_training(
     # The clinician disagrees with the model: this beat is anomalous.
     page.check("#anomalous")
     page.fill("#reviewer", "dra.souza")
+    # A cookie session: the post carries the page's CSRF field (and a same-origin Origin).
+    assert page.locator("#confirm-form input[name=csrf_token]").count() == 1
     page.click("#confirm")
     page.wait_for_selector("#confirmation")
     assert "Anômalo" in page.inner_text("#confirmation")
@@ -104,8 +118,9 @@ def test_beat_page_plots_and_confirms_into_the_next_training(
 
 
 def test_unknown_beat_is_404_in_the_error_shape(ecg_service: ServiceProcess) -> None:
-    response = httpx.get(f"{ecg_service.url}/review/01J00000000000000000000000")
+    auth = ecg_service.auth_headers
+    response = httpx.get(f"{ecg_service.url}/review/01J00000000000000000000000", headers=auth)
     assert response.status_code == 404
     assert response.json()["error"] == "unknown_prediction"
-    bad = httpx.get(f"{ecg_service.url}/review", params={"since": "31/12/2026"})
+    bad = httpx.get(f"{ecg_service.url}/review", params={"since": "31/12/2026"}, headers=auth)
     assert bad.status_code == 422 and bad.json()["field"] == "since"

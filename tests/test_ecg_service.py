@@ -32,12 +32,14 @@ def _beats(beat_set: BeatSet, label: str, severity: str = "", n: int = 10) -> li
 
 
 def predict(service: ServiceProcess, beats: Any) -> httpx.Response:
-    return httpx.post(f"{service.url}/predict", json={"beats": beats}, timeout=30)
+    return httpx.post(
+        f"{service.url}/predict", json={"beats": beats}, headers=service.auth_headers, timeout=30
+    )
 
 
 def strip(service: ServiceProcess, values: Any, rate: Any = 250, **extra: Any) -> httpx.Response:
     body = {"values": values, "sampling_rate_hz": rate} | extra
-    return httpx.post(f"{service.url}/strip", json=body, timeout=30)
+    return httpx.post(f"{service.url}/strip", json=body, headers=service.auth_headers, timeout=30)
 
 
 def test_scores_beats_like_the_stored_model(
@@ -99,7 +101,7 @@ def test_nan_and_malformed_json_are_400(ecg_service: ServiceProcess) -> None:
         response = httpx.post(
             f"{ecg_service.url}/predict",
             content=body,
-            headers={"content-type": "application/json"},
+            headers=ecg_service.auth_headers | {"content-type": "application/json"},
         )
         assert response.status_code in (400, 422), response.text
         assert "error" in _error(response)
@@ -153,16 +155,21 @@ def test_scored_beats_are_stored_compactly_and_listed(
 ) -> None:
     beats = _beats(unseen, NORMAL, n=2) + _beats(unseen, "inverted_t", "severe", 2)
     answers = predict(ecg_service, beats).json()["predictions"]
-    stored = httpx.get(f"{ecg_service.url}/predictions/{answers[2]['prediction_id']}").json()
+    auth = ecg_service.auth_headers
+    stored = httpx.get(
+        f"{ecg_service.url}/predictions/{answers[2]['prediction_id']}", headers=auth
+    ).json()
     assert set(stored["inputs"]) == {LOGGED_BEAT_KEY}  # float32 samples as base64, not JSON
     assert np.array_equal(beat_from_log(stored["inputs"]), np.float32(beats[2]))
     assert "reconstruction" not in stored["outputs"]  # recomputable from the beat and the tag
     assert stored["outputs"]["anomalous"] is True and stored["predicted_class"] == 1
     assert stored["model_tag"] == answers[2]["model_tag"]
-    flagged = httpx.get(f"{ecg_service.url}/predictions", params={"predicted_class": 1}).json()
+    flagged = httpx.get(
+        f"{ecg_service.url}/predictions", params={"predicted_class": 1}, headers=auth
+    ).json()
     assert flagged and all(r["predicted_class"] == 1 for r in flagged)
     assert answers[2]["prediction_id"] in {r["id"] for r in flagged}
-    bad = httpx.get(f"{ecg_service.url}/predictions", params={"since": "yesterday"})
+    bad = httpx.get(f"{ecg_service.url}/predictions", params={"since": "yesterday"}, headers=auth)
     assert bad.status_code == 422 and _error(bad)["field"] == "since"
 
 
@@ -188,7 +195,7 @@ def test_v2_grpc_infer_matches_the_json_api(ecg_service: ServiceProcess, unseen:
     client = tgrpc.InferenceServerClient(f"127.0.0.1:{ecg_service.grpc_port}")
     tensor = tgrpc.InferInput("beats", list(beats.shape), "FP32")
     tensor.set_data_from_numpy(beats.astype(np.float32))
-    result = client.infer("ecg_anomaly", [tensor])
+    result = client.infer("ecg_anomaly", [tensor], headers=ecg_service.auth_headers)
     answers = predict(ecg_service, beats.tolist()).json()["predictions"]
     assert result.as_numpy("anomalous").tolist() == [a["anomalous"] for a in answers]
     assert np.allclose(result.as_numpy("mae"), [a["mae"] for a in answers], atol=1e-5)
@@ -203,7 +210,7 @@ def test_no_beat_values_in_logs(ecg_service: ServiceProcess) -> None:
     httpx.post(
         f"{ecg_service.url}/predict",
         content=json.dumps({"beats": [secret]})[:-7],
-        headers={"content-type": "application/json"},
+        headers=ecg_service.auth_headers | {"content-type": "application/json"},
     )
     log = ecg_service.log_text()
     assert "request rejected" in log
@@ -222,12 +229,14 @@ def test_strip_at_the_amplitude_bound_never_fails_with_500(ecg_service: ServiceP
 def test_review_confirmation_must_be_the_form(ecg_service: ServiceProcess, unseen: BeatSet) -> None:
     (answer,) = predict(ecg_service, _beats(unseen, NORMAL, n=1)).json()["predictions"]
     url = f"{ecg_service.url}/review/{answer['prediction_id']}"
-    as_json = httpx.post(url, json={"anomalous": "on"})
+    # A bearer token is not ambient: posting the form with it needs no CSRF field.
+    auth = ecg_service.auth_headers
+    as_json = httpx.post(url, json={"anomalous": "on"}, headers=auth)
     assert as_json.status_code == 415 and _error(as_json)["error"] == "unsupported_media_type"
-    huge = httpx.post(url, data={"anomalous": "on", "reviewer": "x" * 2_000_000})
+    huge = httpx.post(url, data={"anomalous": "on", "reviewer": "x" * 2_000_000}, headers=auth)
     assert huge.status_code == 413
     log = PredictionLog(Settings(home=ecg_service.log_path.parent).resolved_database_url)
     assert log.feedback_of(answer["prediction_id"]) is None  # neither call recorded a label
-    form = httpx.post(url, data={"anomalous": "on"}, follow_redirects=False)
+    form = httpx.post(url, data={"anomalous": "on"}, headers=auth, follow_redirects=False)
     assert form.status_code == 303
     assert log.feedback_of(answer["prediction_id"]) == {"label": 1}

@@ -22,7 +22,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, heart_service: ServiceProcess) -> Iterator[Page]:
-    context = browser.new_context()
+    # A client that sends its token itself (the ECG review test takes the `?token=` link path):
+    # not an ambient credential, so the form post needs no CSRF field.
+    context = browser.new_context(extra_http_headers=heart_service.auth_headers)
     page = context.new_page()
     page.goto(f"{heart_service.url}/ui")
     yield page
@@ -59,13 +61,16 @@ def test_fill_submit_and_read_the_result(
     verdict_class = int(page.get_attribute("#verdict", "data-class") or "-1")
     shown_cad = page.locator('#probabilities strong[data-class="coronary_artery_disease"]')
     shown = float(shown_cad.inner_text().rstrip(" %")) / 100
-    api = httpx.post(f"{heart_service.url}/predict", json={"patients": [VALID_PATIENT]}).json()
+    auth = heart_service.auth_headers
+    api = httpx.post(
+        f"{heart_service.url}/predict", json={"patients": [VALID_PATIENT]}, headers=auth
+    ).json()
     expected = api["predictions"][0]
     assert verdict_class == expected["class"]
     assert shown == pytest.approx(expected["probabilities"]["coronary_artery_disease"], abs=5e-4)
     assert page.locator("#chart path, #chart circle").count() >= 1
     prediction_id = page.inner_text("#prediction-id")
-    stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()
+    stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}", headers=auth).json()
     assert stored["transport"] == "form"
     assert stored["inputs"] == VALID_PATIENT
 

@@ -22,8 +22,16 @@ from training.registry import TRAINERS
 SECRET_VALUES = {"chol": 517.3, "trtbps": 187.7, "oldpeak": 7.37}
 
 
-def post(service: ServiceProcess, path: str, **kwargs: object) -> httpx.Response:
-    return httpx.post(f"{service.url}{path}", timeout=30, **kwargs)  # type: ignore[arg-type]
+def post(
+    service: ServiceProcess, path: str, headers: dict[str, str] | None = None, **kwargs: object
+) -> httpx.Response:
+    """A call with the test client's token (and any other `headers`)."""
+    headers = service.auth_headers | (headers or {})
+    return httpx.post(f"{service.url}{path}", headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def get(service: ServiceProcess, path: str) -> httpx.Response:
+    return httpx.get(f"{service.url}{path}", headers=service.auth_headers, timeout=30)
 
 
 def predict(service: ServiceProcess, patients: list[dict]) -> httpx.Response:
@@ -168,6 +176,7 @@ def test_wrong_media_type_is_415(heart_service: ServiceProcess) -> None:
 
 
 def test_unknown_route_and_wrong_method_use_the_error_shape(heart_service: ServiceProcess) -> None:
+    # Without a token: the catch-all answers 404/405 before any access check.
     missing = httpx.get(f"{heart_service.url}/no/such/route")
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
@@ -200,7 +209,7 @@ def test_prediction_is_logged_and_feedback_attaches(heart_service: ServiceProces
         [VALID_PATIENT],
     )
     prediction_id = response.json()["predictions"][0]["prediction_id"]
-    stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()
+    stored = get(heart_service, f"/predictions/{prediction_id}").json()
     assert stored["inputs"] == VALID_PATIENT
     assert stored["request_id"] == response.json()["request_id"]
     assert stored["model_tag"] == response.json()["model_tag"]
@@ -212,7 +221,7 @@ def test_prediction_is_logged_and_feedback_attaches(heart_service: ServiceProces
     assert unknown.json()["error"] == "unknown_prediction"
     bad = post(heart_service, "/feedback", json={"prediction_id": prediction_id, "label": 2})
     assert bad.status_code == 422
-    assert httpx.get(f"{heart_service.url}/predictions/{'0' * 26}").status_code == 404
+    assert get(heart_service, f"/predictions/{'0' * 26}").status_code == 404
 
 
 def test_concurrent_requests_are_batched(heart_service: ServiceProcess) -> None:
@@ -220,7 +229,12 @@ def test_concurrent_requests_are_batched(heart_service: ServiceProcess) -> None:
 
     async def burst() -> list[int]:
         limits = httpx.Limits(max_connections=64)
-        async with httpx.AsyncClient(base_url=heart_service.url, limits=limits, timeout=60) as c:
+        async with httpx.AsyncClient(
+            base_url=heart_service.url,
+            headers=heart_service.auth_headers,
+            limits=limits,
+            timeout=60,
+        ) as c:
             responses = await asyncio.gather(
                 *(c.post("/predict", json={"patients": [p]}) for p in patients * 2)
             )

@@ -29,6 +29,7 @@ from medserve import model_store
 from medserve.catalogue import SERVICES
 from medserve.launcher import TrainingBars, TrainingRun, training_order
 from medserve.training_process import ProgressReport, RayConnected, RayStopped, Trained
+from tests.auth_tokens import client_headers
 from tests.catalogue_ports import catalogue_ports, free_offset, listening_on
 from tests.conftest import ECG_TEST_TRAINING, RayHead
 from tests.heart_samples import VALID_PATIENT
@@ -137,7 +138,7 @@ def test_serve_runs_one_service_and_prints_its_links_once_it_is_ready(
     with running_cli(["serve", "heart_risk"], env) as run:
         link = f"http://{LOOPBACK}:{SERVICES['heart_risk'].http_port + offset}/ui"
         run.wait_for(re.escape(link), timeout_s=300)
-        assert httpx.get(link, timeout=10).status_code == 200
+        assert httpx.get(link, headers=client_headers(), timeout=10).status_code == 200
         grpc = f"{LOOPBACK}:{SERVICES['heart_risk'].grpc_port + offset}"
         assert run.has(re.escape(grpc)) and tgrpc.InferenceServerClient(grpc).is_server_ready()
         run.process.send_signal(signal.SIGTERM)
@@ -326,12 +327,21 @@ def test_every_printed_link_and_grpc_port_answers(up: CliRun) -> None:
     links = re.findall(rf"http://{LOOPBACK}:\d+/[\w/]*", text)
     assert len(set(links)) >= 3, text
     for link in set(links):
-        assert httpx.get(link, timeout=10).status_code == 200, link
+        response = httpx.get(link, headers=client_headers(), timeout=10)
+        assert response.status_code == 200, link
+    # The page links carry the operator's token once: opening one swaps it for the session
+    # cookie and redirects to the page without it.
+    page_links = set(re.findall(rf"http://{LOOPBACK}:\d+/\w+\?token=[\w.-]+", text))
+    assert len(page_links) == sum(1 for entry in SERVICES.values() if entry.pages), text
+    for link in page_links:
+        with httpx.Client(follow_redirects=True, timeout=10) as browser:
+            page = browser.get(link)
+        assert page.status_code == 200 and "token" not in str(page.url), page.url
+        assert [r.status_code for r in page.history] == [303]
     grpc_addresses = set(re.findall(rf"(?<!//){LOOPBACK}:\d+(?=\s)", text))
     assert len(grpc_addresses) == len(SERVICES), text
-    for address in grpc_addresses:
+    for address in grpc_addresses:  # readiness is a probe: open without a token
         assert tgrpc.InferenceServerClient(address).is_server_ready(), address
-    assert "No token needed yet" in text
 
 
 def test_each_service_exports_its_own_metrics_only(up: CliRun) -> None:
@@ -340,7 +350,9 @@ def test_each_service_exports_its_own_metrics_only(up: CliRun) -> None:
     def url(model: str) -> str:
         return f"http://{LOOPBACK}:{SERVICES[model].http_port + up.offset}"
 
-    response = httpx.post(f"{url('heart_risk')}/predict", json={"patients": [VALID_PATIENT]})
+    response = httpx.post(
+        f"{url('heart_risk')}/predict", json={"patients": [VALID_PATIENT]}, headers=client_headers()
+    )
     assert response.status_code == 200
     metrics = httpx.get(f"{url('heart_risk')}/metrics").text
     series = r'^medserve_predictions_total\{[^}]*model="heart_risk"[^}]*\} (\S+)'

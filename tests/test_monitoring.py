@@ -28,7 +28,7 @@ def prometheus(
 
 
 def _send(service: ServiceProcess, patients: list[dict], per_request: int = 5) -> None:
-    with httpx.Client(base_url=service.url, timeout=30) as client:
+    with httpx.Client(base_url=service.url, headers=service.auth_headers, timeout=30) as client:
         for start in range(0, len(patients), per_request):
             chunk = patients[start : start + per_request]
             assert client.post("/predict", json={"patients": chunk}).status_code == 200

@@ -65,8 +65,29 @@ def infer_input(transport: str, array: np.ndarray, datatype: str, binary: bool =
     return tensor
 
 
+def auth(service: ServiceProcess) -> dict[str, str]:
+    """The test token as headers, in a dict of its own per call: tritonclient's HTTP `infer`
+    adds `Inference-Header-Content-Length` (an int) to the dict it is given."""
+    return dict(service.auth_headers)
+
+
+def metadata(service: ServiceProcess) -> tuple[tuple[str, str], ...]:
+    """The test token as gRPC call metadata (for raw stubs)."""
+    return tuple(service.auth_headers.items())
+
+
+def stored(service: ServiceProcess, prediction_id: str) -> dict[str, Any]:
+    """A logged prediction, as `GET /predictions/{id}` shows it."""
+    url = f"{service.url}/predictions/{prediction_id}"
+    response = httpx.get(url, headers=auth(service))
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
 def native_probabilities(service: ServiceProcess, patient: dict[str, Any]) -> list[float]:
-    body = httpx.post(f"{service.url}/predict", json={"patients": [patient]}).json()
+    body = httpx.post(
+        f"{service.url}/predict", json={"patients": [patient]}, headers=auth(service)
+    ).json()
     probabilities = body["predictions"][0]["probabilities"]
     return [probabilities["no_coronary_artery_disease"], probabilities["coronary_artery_disease"]]
 
@@ -74,21 +95,32 @@ def native_probabilities(service: ServiceProcess, patient: dict[str, Any]) -> li
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_health_and_metadata(heart_service: ServiceProcess, transport: str, heart_tag: str) -> None:
     c = client(heart_service, transport)
+    # Liveness and readiness answer anyone (probes); everything else needs the predict role.
     assert c.is_server_live() and c.is_server_ready()
-    assert c.is_model_ready(MODEL)
-    assert c.is_model_ready(MODEL, model_version=heart_tag.split(":")[1])
-    assert not c.is_model_ready("no_such_model")
+    with pytest.raises(InferenceServerException) as refused:
+        c.get_model_metadata(MODEL)
+    expected = str(grpc.StatusCode.UNAUTHENTICATED) if transport == "grpc" else "401"
+    assert refused.value.status() == expected
+    assert c.is_model_ready(MODEL, headers=auth(heart_service))
+    assert c.is_model_ready(
+        MODEL, model_version=heart_tag.split(":")[1], headers=auth(heart_service)
+    )
+    assert not c.is_model_ready("no_such_model", headers=auth(heart_service))
     meta = (
-        c.get_model_metadata(MODEL, as_json=True)
+        c.get_model_metadata(MODEL, headers=auth(heart_service), as_json=True)
         if transport == "grpc"
-        else c.get_model_metadata(MODEL)
+        else c.get_model_metadata(MODEL, headers=auth(heart_service))
     )
     assert meta["name"] == MODEL
     (features_meta,) = meta["inputs"]
     assert features_meta["name"] == "features" and features_meta["datatype"] == "FP64"
     assert [int(d) for d in features_meta["shape"]] == [-1, 13]  # gRPC JSON gives int64 as str
     assert [o["name"] for o in meta["outputs"]] == ["probabilities", "class", "prediction_id"]
-    server = c.get_server_metadata(as_json=True) if transport == "grpc" else c.get_server_metadata()
+    server = (
+        c.get_server_metadata(headers=auth(heart_service), as_json=True)
+        if transport == "grpc"
+        else c.get_server_metadata(headers=auth(heart_service))
+    )
     assert server["name"] == "medserve"
 
 
@@ -100,7 +132,7 @@ def test_infer_matches_the_native_api(
     patient = VALID_PATIENT | {"oldpeak": 2.0}  # integral, so INT64 carries it exactly
     array = features(patient).astype(np.dtype(datatype.lower().replace("fp", "float")))
     result = client(heart_service, transport).infer(
-        MODEL, [infer_input(transport, array, datatype)]
+        MODEL, [infer_input(transport, array, datatype)], headers=auth(heart_service)
     )
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (1, 2)
@@ -117,7 +149,8 @@ def test_http_json_and_binary_tensors_agree(heart_service: ServiceProcess) -> No
     answers = []
     for binary in (False, True):
         outputs = [thttp.InferRequestedOutput("probabilities", binary_data=binary)]
-        result = c.infer(MODEL, [infer_input("http", array, "FP64", binary)], outputs=outputs)
+        tensors = [infer_input("http", array, "FP64", binary)]
+        result = c.infer(MODEL, tensors, outputs=outputs, headers=auth(heart_service))
         answers.append(result.as_numpy("probabilities"))
         assert result.get_output("class") is None  # only the requested output comes back
     np.testing.assert_array_equal(answers[0], answers[1])
@@ -133,7 +166,8 @@ def test_grpc_typed_contents_and_raw_bytes_agree(heart_service: ServiceProcess) 
     tensor.contents.fp64_contents.extend(np.nan_to_num(row, nan=0).tolist())
     raw = service_pb2.ModelInferRequest(model_name=MODEL, raw_input_contents=[row.tobytes()])
     raw.inputs.add(name="features", datatype="FP64", shape=[1, 13])
-    a, b = stub.ModelInfer(typed), stub.ModelInfer(raw)
+    token = metadata(heart_service)
+    a, b = stub.ModelInfer(typed, metadata=token), stub.ModelInfer(raw, metadata=token)
     assert a.raw_output_contents[0] == b.raw_output_contents[0]  # same probabilities
     assert a.parameters["model_tag"].string_param.startswith(f"{MODEL}:")
 
@@ -141,12 +175,12 @@ def test_grpc_typed_contents_and_raw_bytes_agree(heart_service: ServiceProcess) 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_v2_predictions_go_to_the_shared_log(heart_service: ServiceProcess, transport: str) -> None:
     result = client(heart_service, transport).infer(
-        MODEL, [infer_input(transport, features(), "FP64")]
+        MODEL, [infer_input(transport, features(), "FP64")], headers=auth(heart_service)
     )
     prediction_id = result.as_numpy("prediction_id")[0].decode()
-    stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()
-    assert stored["transport"] == ("grpc" if transport == "grpc" else "v2_rest")
-    assert stored["inputs"]["chol"] == VALID_PATIENT["chol"]
+    record = stored(heart_service, prediction_id)
+    assert record["transport"] == ("grpc" if transport == "grpc" else "v2_rest")
+    assert record["inputs"]["chol"] == VALID_PATIENT["chol"]
 
 
 def test_official_client_streams_answers_and_errors_by_request_id(
@@ -156,7 +190,10 @@ def test_official_client_streams_answers_and_errors_by_request_id(
     the stream is answered under its id, a bad one with an error, and all land in the log."""
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
     c = tgrpc.InferenceServerClient(heart_service.grpc_target)
-    c.start_stream(callback=lambda result, error: answers.put((result, error)))
+    c.start_stream(
+        callback=lambda result, error: answers.put((result, error)),
+        headers=auth(heart_service),  # the stream's metadata: one check per stream
+    )
     rows = to_matrix([VALID_PATIENT] * 3)
     rows[1, 4] = 999.0  # cholesterol out of range
     try:
@@ -172,8 +209,8 @@ def test_official_client_streams_answers_and_errors_by_request_id(
     assert set(by_id) == {"s0", "s2"}
     assert len(errors) == 1 and "features.0.chol" in str(errors[0])
     prediction_id = by_id["s2"].as_numpy("prediction_id")[0].decode()
-    stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()
-    assert stored["transport"] == "grpc_stream" and stored["request_id"] == "s2"
+    record = stored(heart_service, prediction_id)
+    assert record["transport"] == "grpc_stream" and record["request_id"] == "s2"
 
 
 def _bad_cases() -> list[tuple[str, dict[str, Any]]]:
@@ -214,6 +251,7 @@ def test_bad_requests_get_protocol_errors(
             [tensor],
             model_version=case.get("version", ""),
             outputs=outputs,
+            headers=auth(heart_service),
         )
     status = raised.value.status()
     if transport == "grpc":
@@ -243,7 +281,9 @@ def test_rest_malformed_requests_are_400_in_the_protocol_shape(
     heart_service: ServiceProcess, body: bytes, headers: dict[str, str], status: int
 ) -> None:
     response = httpx.post(
-        f"{heart_service.url}/v2/models/{MODEL}/infer", content=body, headers=headers
+        f"{heart_service.url}/v2/models/{MODEL}/infer",
+        content=body,
+        headers=heart_service.auth_headers | headers,
     )
     assert response.status_code == status, response.text
     payload = response.json()
@@ -258,7 +298,7 @@ def test_grpc_raw_contents_of_the_wrong_size_are_invalid(heart_service: ServiceP
     request = service_pb2.ModelInferRequest(model_name=MODEL, raw_input_contents=[b"\0" * 10])
     request.inputs.add(name="features", datatype="FP64", shape=[1, 13])
     with pytest.raises(grpc.RpcError) as raised:
-        stub.ModelInfer(request)
+        stub.ModelInfer(request, metadata=metadata(heart_service))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -296,7 +336,10 @@ def test_concurrent_grpc_calls_are_batched(heart_service: ServiceProcess) -> Non
     async def burst() -> None:
         channels = [grpc.aio.insecure_channel(heart_service.grpc_target) for _ in range(4)]
         stubs = [service_pb2_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
-        await asyncio.gather(*(stubs[i % 4].ModelInfer(request) for i in range(400)))
+        token = metadata(heart_service)
+        await asyncio.gather(
+            *(stubs[i % 4].ModelInfer(request, metadata=token) for i in range(400))
+        )
         for channel in channels:
             await channel.close()
 
@@ -349,9 +392,9 @@ def test_chart_service_answers_v2_metadata_and_infer(
     model_class = getattr(importlib.import_module(module_name), class_name).inner.model_class
     c = client(service, transport)
     meta = (
-        c.get_model_metadata(spec["name"], as_json=True)
+        c.get_model_metadata(spec["name"], headers=auth(service), as_json=True)
         if transport == "grpc"
-        else (c.get_model_metadata(spec["name"]))
+        else (c.get_model_metadata(spec["name"], headers=auth(service)))
     )
     assert meta["name"] == spec["name"]
     module = tgrpc if transport == "grpc" else thttp
@@ -359,7 +402,7 @@ def test_chart_service_answers_v2_metadata_and_infer(
     array = EXAMPLE_TENSORS[spec["name"]]()
     tensor = module.InferInput(spec_in.name, list(array.shape), spec_in.datatype)
     tensor.set_data_from_numpy(array)
-    result = c.infer(spec["name"], [tensor])
+    result = c.infer(spec["name"], [tensor], headers=auth(service))
     for output in model_class.v2_outputs:
         assert result.as_numpy(output.name) is not None
     assert json.dumps(meta)  # metadata is plain JSON-able
@@ -371,7 +414,9 @@ def test_too_many_rows_are_refused_before_conversion(
 ) -> None:
     rows = np.repeat(features(), 101, axis=0)  # the fixture allows 100 instances per request
     with pytest.raises(InferenceServerException) as raised:
-        client(heart_service, transport).infer(MODEL, [infer_input(transport, rows, "FP64")])
+        client(heart_service, transport).infer(
+            MODEL, [infer_input(transport, rows, "FP64")], headers=auth(heart_service)
+        )
     assert raised.value.message().startswith("batch_too_large")
     expected = str(grpc.StatusCode.INVALID_ARGUMENT) if transport == "grpc" else "413"
     assert raised.value.status() == expected
@@ -384,18 +429,21 @@ def test_free_text_request_ids_never_reach_the_log(
     """A client-chosen id is stored and logged only if it is a well-formed id."""
     secret = "Maria da Silva CPF 123.456.789-09"
     result = client(heart_service, transport).infer(
-        MODEL, [infer_input(transport, features(), "FP64")], request_id=secret
+        MODEL,
+        [infer_input(transport, features(), "FP64")],
+        request_id=secret,
+        headers=auth(heart_service),
     )
     prediction_id = result.as_numpy("prediction_id")[0].decode()
-    stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()
-    assert stored["request_id"] != secret and len(stored["request_id"]) == 26
+    record = stored(heart_service, prediction_id)
+    assert record["request_id"] != secret and len(record["request_id"]) == 26
     well_formed = "client-req-42"
     result = client(heart_service, transport).infer(
-        MODEL, [infer_input(transport, features(), "FP64")], request_id=well_formed
+        MODEL,
+        [infer_input(transport, features(), "FP64")],
+        request_id=well_formed,
+        headers=auth(heart_service),
     )
     prediction_id = result.as_numpy("prediction_id")[0].decode()
-    assert (
-        httpx.get(f"{heart_service.url}/predictions/{prediction_id}").json()["request_id"]
-        == well_formed
-    )
+    assert stored(heart_service, prediction_id)["request_id"] == well_formed
     assert secret not in heart_service.log_text()

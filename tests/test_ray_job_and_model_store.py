@@ -96,7 +96,11 @@ def test_service_imports_its_model_from_s3_at_startup(
         **s3_env(s3),
     )
     with medserve_service(HEART_TARGET, tmp_path, env) as service:
-        body = httpx.post(f"{service.url}/predict", json={"patients": [VALID_PATIENT]}).json()
+        body = httpx.post(
+            f"{service.url}/predict",
+            json={"patients": [VALID_PATIENT]},
+            headers=service.auth_headers,
+        ).json()
     assert body["model_tag"] == heart_tag
     assert (empty_store / "models" / "heart_risk").is_dir()
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from medserve.auth.roles import Role
 from medserve.ct.imaging import DecodedSlice, ImageRejected, Window, decode_slice, model_input
 from medserve.ct.model import CtPatternModel
 from medserve.ct.schema import CtSlice
@@ -93,6 +94,6 @@ async def saliency(request: Request, plane: DataPlane, request_id: str) -> Respo
 
 
 IMAGE_ROUTES = (
-    HttpRoute("/predict/image", predict_image, PREDICT_API, ("POST",)),
-    HttpRoute("/saliency", saliency, SALIENCY_API, ("POST",)),
+    HttpRoute("/predict/image", predict_image, PREDICT_API, Role.PREDICT, ("POST",)),
+    HttpRoute("/saliency", saliency, SALIENCY_API, Role.PREDICT, ("POST",)),
 )

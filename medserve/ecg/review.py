@@ -15,6 +15,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from medserve.auth.roles import Role
 from medserve.ecg.beats import beat_from_log
 from medserve.ecg.model import EcgAnomalyModel
 from medserve.ecg.settings import get_ecg_settings
@@ -22,6 +23,7 @@ from medserve.prediction_log import PredictionRecord, UnknownPrediction
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError
 from medserve.serving.http_api import HttpRoute, read_body
+from medserve.serving.http_security import csrf_input, identity_of, touched
 
 API = "review"
 FLAGS = {"all": None, "anomalous": 1, "normal": 0}
@@ -126,6 +128,7 @@ async def list_beats(request: Request, plane: DataPlane, request_id: str) -> Res
         since=since,
         until=None if until is None else until + timedelta(days=1),  # inclusive day
     )
+    touched(request, [r.id for r in records])
     confirmed = plane.log.feedback_for([r.id for r in records])
     options = "".join(
         f'<option value="{key}"{" selected" if key == flag else ""}>{key}</option>' for key in FLAGS
@@ -192,7 +195,7 @@ async def show_beat(request: Request, plane: DataPlane, request_id: str) -> Resp
         f'<p>MAE <strong id="mae">{outputs["mae"]:.4f}</strong> · limiar '
         f'<span id="threshold">{outputs["threshold"]:.4f}</span></p>'
         f"{beat_plot_svg(beat, _reconstruction(plane, record, beat))}{notice}"
-        f'<form method="post" action="/review/{record.id}" id="confirm-form">'
+        f'<form method="post" action="/review/{record.id}" id="confirm-form">{csrf_input(request)}'
         f'<label><span><input type="checkbox" name="anomalous" id="anomalous"'
         f"{' checked' if checked else ''}> anômalo</span></label>"
         '<label>Revisor(a) <input name="reviewer" id="reviewer" maxlength="128"></label>'
@@ -212,14 +215,20 @@ async def confirm_beat(request: Request, plane: DataPlane, request_id: str) -> R
     label = 1 if form.get("anomalous") == "on" else 0
     reviewer = str(form.get("reviewer", "")).strip()[:128] or None  # as in POST /feedback
     try:
-        plane.log.add_feedback(plane.model.name, prediction_id, {"label": label}, reviewer)
+        plane.log.add_feedback(
+            plane.model.name,
+            prediction_id,
+            {"label": label},
+            reviewer,
+            confirmed_by=identity_of(request).subject,
+        )
     except UnknownPrediction:
         raise ServiceError(404, "unknown_prediction", "no such prediction id") from None
     return RedirectResponse(f"/review/{prediction_id}", status_code=303)
 
 
 REVIEW_ROUTES = (
-    HttpRoute("/review", list_beats, API),
-    HttpRoute("/review/{prediction_id}", show_beat, API),
-    HttpRoute("/review/{prediction_id}", confirm_beat, API, ("POST",)),
+    HttpRoute("/review", list_beats, API, Role.REVIEW, page=True),
+    HttpRoute("/review/{prediction_id}", show_beat, API, Role.REVIEW, page=True),
+    HttpRoute("/review/{prediction_id}", confirm_beat, API, Role.REVIEW, ("POST",), page=True),
 )

@@ -12,6 +12,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
+from medserve.auth.roles import Role
 from medserve.ecg.schema import (
     BeatScore,
     StripBeat,
@@ -80,4 +81,4 @@ async def score_strip(request: Request, plane: DataPlane, request_id: str) -> Re
     return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
 
-STRIP_ROUTES = (HttpRoute("/strip", score_strip, API, ("POST",)),)
+STRIP_ROUTES = (HttpRoute("/strip", score_strip, API, Role.PREDICT, ("POST",)),)

@@ -13,10 +13,12 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from medserve.auth.roles import Role
 from medserve.heart.codes import CLASS_LABELS, FEATURES, FeatureSpec
 from medserve.heart.schema import HeartPatient, HeartPrediction
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.http_api import HttpRoute
+from medserve.serving.http_security import csrf_input
 
 RESULT_TEXT_PT = {
     CLASS_LABELS[0]: "Sem doença arterial coronariana provável",
@@ -40,6 +42,7 @@ button{{grid-column:1/-1;padding:.6rem;font-size:1rem}}
 de um vaso principal na angiografia).</p>
 {result}
 <form method="post" action="/ui" novalidate>
+{csrf}
 {fields}
 <button type="submit" id="submit">Calcular risco</button>
 </form></body></html>"""
@@ -109,9 +112,17 @@ def _result(prediction: HeartPrediction) -> str:
     )
 
 
-def _page(plane: DataPlane, values: dict[str, str], errors: dict[str, str], result: str) -> str:
+def _page(
+    request: Request,
+    plane: DataPlane,
+    values: dict[str, str],
+    errors: dict[str, str],
+    result: str,
+) -> str:
     fields = "\n".join(_input(s, values.get(s.name, ""), errors.get(s.name)) for s in FEATURES)
-    return PAGE.format(model_tag=escape(plane.model.tag), result=result, fields=fields)
+    return PAGE.format(
+        model_tag=escape(plane.model.tag), result=result, fields=fields, csrf=csrf_input(request)
+    )
 
 
 def _coerce(spec: FeatureSpec, raw: str) -> int | float | str | None:
@@ -129,7 +140,7 @@ def _coerce(spec: FeatureSpec, raw: str) -> int | float | str | None:
 
 
 async def show_form(request: Request, plane: DataPlane, request_id: str) -> Response:
-    return HTMLResponse(_page(plane, {}, {}, ""))
+    return HTMLResponse(_page(request, plane, {}, {}, ""))
 
 
 async def submit_form(request: Request, plane: DataPlane, request_id: str) -> Response:
@@ -141,14 +152,14 @@ async def submit_form(request: Request, plane: DataPlane, request_id: str) -> Re
     except ValidationError as exc:
         errors = {e.field: e.message for e in plane.field_errors(exc)}
         banner = '<p class="err" id="form-errors">Corrija os campos destacados.</p>'
-        return HTMLResponse(_page(plane, values, errors, banner), status_code=422)
+        return HTMLResponse(_page(request, plane, values, errors, banner), status_code=422)
     answered = await plane.predict_instances([patient], request_id, API)
     (prediction,) = (HeartPrediction.model_validate(row) for row in answered.rows())
-    return HTMLResponse(_page(plane, values, {}, _result(prediction)))
+    return HTMLResponse(_page(request, plane, values, {}, _result(prediction)))
 
 
 API = "form"
 FORM_ROUTES = (
-    HttpRoute("/ui", show_form, API, ("GET",)),
-    HttpRoute("/ui", submit_form, API, ("POST",)),
+    HttpRoute("/ui", show_form, API, Role.PREDICT, ("GET",), page=True),
+    HttpRoute("/ui", submit_form, API, Role.PREDICT, ("POST",), page=True),
 )

@@ -39,6 +39,7 @@ class ServiceError(Exception):
         detail: str,
         field: str | None = None,
         errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -46,6 +47,7 @@ class ServiceError(Exception):
         self.detail = detail
         self.field = field
         self.errors = errors or []
+        self.headers = headers or {}  # e.g. WWW-Authenticate on a 401
 
     def body(self, request_id: str, oip: bool = False) -> ErrorBody:
         """The error body. With `oip`, `error` is "<code>: <detail>": the Open Inference

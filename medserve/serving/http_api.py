@@ -20,9 +20,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route, Router
 
 from medserve import model_store
+from medserve.auth.roles import Identity, Role
 from medserve.prediction_log import UnknownPrediction
 from medserve.serving.dataplane import DataPlane, valid_request_id
 from medserve.serving.errors import ServiceError, field_errors, validation_error
+from medserve.serving.http_security import (
+    AUDITED_ROLES,
+    CSRF_FIELD,
+    STATE_CHANGING,
+    TOKEN_PARAM,
+    HttpAccess,
+    identity_of,
+    protect_headers,
+    touched,
+)
 from medserve.serving.metrics import exposition
 
 JSON_TYPES = ("application/json",)
@@ -35,18 +46,26 @@ Handler = Callable[[Request, DataPlane, str], Awaitable[Response]]
 
 @dataclass(frozen=True, slots=True)
 class HttpRoute:
-    """One route: its handler, and the `api` label its calls are counted under.
+    """One route: its handler, the `api` label its calls are counted under, and the role a
+    caller needs (None only for `probe` routes).
 
     `oip` routes put "<code>: <message>" in `error` (the protocol's message field). `probe`
-    routes (health) answer even before the model is loaded, uncounted: their handler gets the
-    plane or None."""
+    routes (health, metrics) answer anyone, even before the model is loaded, uncounted: their
+    handler gets the plane or None. `page` routes are HTML for browsers: they also accept the
+    session cookie, and their form posts need the CSRF checks (http_security.py)."""
 
     path: str
     handler: Handler
     api: str
+    role: Role | None
     methods: tuple[str, ...] = ("GET",)
     oip: bool = False
     probe: bool = False
+    page: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.role is None) != self.probe:
+            raise ValueError(f"{self.path}: probes have no role, every other route has one")
 
 
 class FeedbackRequest(BaseModel):
@@ -74,7 +93,9 @@ class HttpApi:
     """The Starlette app of one service; bound to the worker's data plane once it is loaded."""
 
     def __init__(self, routes: Sequence[HttpRoute]) -> None:
+        self.routes = tuple(routes)
         self.plane: DataPlane | None = None
+        self.access: HttpAccess | None = None
         served: list[BaseRoute] = [
             Route(r.path, self._endpoint(r), methods=list(r.methods)) for r in routes
         ]
@@ -86,25 +107,27 @@ class HttpApi:
         # error and exception middleware, and every endpoint here answers its own errors.
         self.app = Router(routes=[*served, catch_all])
 
-    def attach(self, plane: DataPlane) -> None:
-        """Bind the worker's data plane; until then every route answers 503 `not_ready`."""
+    def attach(self, plane: DataPlane, access: HttpAccess) -> None:
+        """Bind the worker's data plane and access checks; until then every route but the
+        probes answers 503 `not_ready`."""
         self.plane = plane
+        self.access = access
 
     def _endpoint(self, route: HttpRoute) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             request_id = request_id_of(request)
-            plane = self.plane
+            plane, access = self.plane, self.access
             result: Response | ServiceError
             if route.probe:
                 result = await route.handler(request, plane, request_id)  # type: ignore[arg-type]
-            elif plane is None:
+            elif plane is None or access is None:
                 result = not_ready()
             else:
                 result = await plane.handle(
                     route.api,
                     request_id,
                     route.path,
-                    lambda: route.handler(request, plane, request_id),
+                    lambda: self._guarded(route, request, plane, access, request_id),
                 )
             response = (
                 error_response(result, request_id, oip=route.oip)
@@ -112,9 +135,76 @@ class HttpApi:
                 else result
             )
             response.headers[REQUEST_ID_HEADER] = request_id
-            return response
+            return response if route.probe else protect_headers(response)
 
         return endpoint
+
+    async def _guarded(
+        self,
+        route: HttpRoute,
+        request: Request,
+        plane: DataPlane,
+        access: HttpAccess,
+        request_id: str,
+    ) -> Response:
+        """The route's handler behind the host, identity, role and CSRF checks; calls of
+        patient-data routes are audited, refusals included."""
+        assert route.role is not None
+        identity: Identity | None = None
+        granted: Role | None = None
+        try:
+            access.check_host(request)
+            if route.page and request.method == "GET" and TOKEN_PARAM in request.query_params:
+                return await access.start_session(request)
+            identity = await access.identify(request, page=route.page)
+            granted = access.authenticator.authorise(identity, route.role)
+            if request.method in STATE_CHANGING:
+                await self._check_browser_post(route, request, plane, access, identity)
+            request.state.identity = identity
+            if route.page:
+                request.state.csrf_token = access.csrf_token(identity)
+            response = await route.handler(request, plane, request_id)
+        except ServiceError as exc:
+            if route.role in AUDITED_ROLES:
+                await access.record(
+                    request,
+                    route.path,
+                    plane.model.name,
+                    identity,
+                    granted,
+                    exc.status,
+                    exc.error,
+                    request_id,
+                )
+            raise
+        if route.role in AUDITED_ROLES:
+            await access.record(
+                request,
+                route.path,
+                plane.model.name,
+                identity,
+                granted,
+                response.status_code,
+                "ok",
+                request_id,
+            )
+        return response
+
+    @staticmethod
+    async def _check_browser_post(
+        route: HttpRoute, request: Request, plane: DataPlane, access: HttpAccess, identity: Identity
+    ) -> None:
+        """A state-changing call made with credentials the browser attaches by itself (cookie,
+        proxy session) must come from this service's origin; a page's form post must also carry
+        the identity's CSRF token. A caller sending its own bearer cannot be forged by a
+        third-party page, so it needs neither."""
+        if not identity.ambient:
+            return
+        access.check_origin(request)
+        if route.page:
+            await read_body(request, plane.settings.max_body_bytes)  # form() reuses the body
+            form = await request.form()
+            access.check_csrf(form.get(CSRF_FIELD), identity)
 
     async def _not_served(self, request: Request) -> Response:
         """Unknown paths (404) and wrong methods (405) answer in the shared error shape too.
@@ -131,7 +221,9 @@ class HttpApi:
 def error_response(error: ServiceError, request_id: str, oip: bool = False) -> Response:
     """The JSON error response (pydantic serialises any odd value safely)."""
     body = error.body(request_id, oip=oip).model_dump_json()
-    return Response(body, status_code=error.status, media_type="application/json")
+    return Response(
+        body, status_code=error.status, media_type="application/json", headers=error.headers
+    )
 
 
 def not_ready() -> ServiceError:
@@ -155,9 +247,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """The raw body of a JSON request, with the size and media-type checks applied."""
-    media_type = request.headers.get("content-type", "application/json").split(";")[0]
+async def read_json_body(request: Request, limit: int, declared: bool = False) -> bytes:
+    """The raw body of a JSON request, with the size and media-type checks applied. With
+    `declared`, a missing Content-Type is refused too: a browser's no-cors `fetch` can post
+    without one (or as text/plain) but never as application/json, so state-changing JSON routes
+    cannot be written to cross-site."""
+    default = "" if declared else "application/json"
+    media_type = request.headers.get("content-type", default).split(";")[0]
     if media_type.strip().lower() not in JSON_TYPES:
         raise ServiceError(415, "unsupported_media_type", "send application/json")
     return await read_body(request, limit)
@@ -197,11 +293,16 @@ async def _predict(request: Request, plane: DataPlane, request_id: str) -> Respo
 
 
 async def _feedback(request: Request, plane: DataPlane, request_id: str) -> Response:
-    body = await read_json_body(request, plane.settings.max_body_bytes)
+    body = await read_json_body(request, plane.settings.max_body_bytes, declared=True)
     feedback: FeedbackRequest = plane.parse_json(FeedbackRequest, body)
+    touched(request, [feedback.prediction_id])
     try:
         plane.log.add_feedback(
-            plane.model.name, feedback.prediction_id, {"label": feedback.label}, feedback.reviewer
+            plane.model.name,
+            feedback.prediction_id,
+            {"label": feedback.label},
+            feedback.reviewer,
+            confirmed_by=identity_of(request).subject,
         )
     except UnknownPrediction:
         raise ServiceError(
@@ -213,6 +314,7 @@ async def _feedback(request: Request, plane: DataPlane, request_id: str) -> Resp
 async def _list_predictions(request: Request, plane: DataPlane, request_id: str) -> Response:
     query = parse_query(request)
     records = plane.log.recent(plane.model.name, **query.model_dump())
+    touched(request, [record.id for record in records])
     body = "[" + ",".join(record.model_dump_json() for record in records) + "]"
     return Response(body, media_type="application/json")
 
@@ -244,10 +346,10 @@ async def _metrics(request: Request, plane: DataPlane | None, request_id: str) -
 
 
 SHARED_ROUTES = (
-    HttpRoute("/metrics", _metrics, "metrics", probe=True),
-    HttpRoute("/predict", _predict, API_PREDICT, ("POST",)),
-    HttpRoute("/feedback", _feedback, "feedback", ("POST",)),
-    HttpRoute("/predictions", _list_predictions, "read"),
-    HttpRoute("/predictions/{prediction_id}", _get_prediction, "read"),
-    HttpRoute("/model", _model_info, "read"),
+    HttpRoute("/metrics", _metrics, "metrics", None, probe=True),
+    HttpRoute("/predict", _predict, API_PREDICT, Role.PREDICT, ("POST",)),
+    HttpRoute("/feedback", _feedback, "feedback", Role.REVIEW, ("POST",)),
+    HttpRoute("/predictions", _list_predictions, "read", Role.READ_LOG),
+    HttpRoute("/predictions/{prediction_id}", _get_prediction, "read", Role.READ_LOG),
+    HttpRoute("/model", _model_info, "read", Role.PREDICT),
 )

@@ -21,10 +21,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from medserve.auth.authenticator import Authenticator
 from medserve.logs import get_logger
 from medserve.serving import oip
 from medserve.serving.dataplane import DataPlane, valid_request_id
 from medserve.serving.errors import ServiceError
+from medserve.serving.grpc_auth import AuthInterceptor
 from medserve.serving.tensors import (
     BYTES,
     NUMPY_TYPES,
@@ -228,14 +230,34 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-async def start_grpc_server(plane: DataPlane, settings: Settings) -> grpc.aio.Server:
-    """Start the worker's gRPC server (inference + health) on the configured port."""
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials of the gRPC port from `MEDSERVE_GRPC_TLS_*`; None = plaintext.
+
+    With a client CA, clients must present a certificate it signed (mutual TLS); the handshake
+    fails otherwise, before any call. The files are read once, when the worker starts: a rotated
+    certificate (cert-manager renews the Secret) is served after the pods restart.
+    """
+    if settings.grpc_tls_cert_file is None or settings.grpc_tls_key_file is None:
+        return None
+    ca_file = settings.grpc_tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(settings.grpc_tls_key_file.read_bytes(), settings.grpc_tls_cert_file.read_bytes())],
+        root_certificates=ca_file.read_bytes() if ca_file is not None else None,
+        require_client_auth=ca_file is not None,
+    )
+
+
+async def start_grpc_server(
+    plane: DataPlane, settings: Settings, authenticator: Authenticator
+) -> grpc.aio.Server:
+    """Start the worker's gRPC server (inference + health) on the configured port, behind the
+    access checks."""
     options = [
         ("grpc.so_reuseport", 1),
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=[AuthInterceptor(authenticator, plane)])
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(plane, settings), server
     )
@@ -251,11 +273,17 @@ async def start_grpc_server(plane: DataPlane, settings: Settings) -> grpc.aio.Se
         server,
     )
     address = f"{settings.grpc_host}:{settings.grpc_port}"
-    if server.add_insecure_port(address) == 0:
+    credentials = server_credentials(settings)
+    if credentials is None:
+        transport, bound = "plaintext", server.add_insecure_port(address)
+    else:
+        transport = "mtls" if settings.grpc_tls_client_ca_file is not None else "tls"
+        bound = server.add_secure_port(address, credentials)
+    if bound == 0:
         raise RuntimeError(f"gRPC could not bind {address}")
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, serving)
-    log.info("grpc serving", extra={"address": address})
+    log.info("grpc serving", extra={"address": address, "transport": transport})
     return server

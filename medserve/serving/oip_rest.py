@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from medserve.auth.roles import Role
 from medserve.serving import oip
 from medserve.serving.dataplane import DataPlane, valid_request_id
 from medserve.serving.errors import ServiceError
@@ -192,13 +193,19 @@ def _infer_response(
 _MODEL = "/v2/models/{model}"
 _VERSIONED = "/v2/models/{model}/versions/{version}"
 OIP_REST_ROUTES = (
-    HttpRoute("/v2", _server_metadata, "read", oip=True, probe=True),
-    HttpRoute("/v2/health/live", _live, "read", oip=True, probe=True),
-    HttpRoute("/v2/health/ready", _ready, "read", oip=True, probe=True),
-    *(HttpRoute(base, _model_metadata, "read", oip=True) for base in (_MODEL, _VERSIONED)),
-    *(HttpRoute(f"{base}/ready", _model_ready, "read", oip=True) for base in (_MODEL, _VERSIONED)),
+    HttpRoute("/v2", _server_metadata, "read", Role.PREDICT, oip=True),
+    HttpRoute("/v2/health/live", _live, "read", None, oip=True, probe=True),
+    HttpRoute("/v2/health/ready", _ready, "read", None, oip=True, probe=True),
     *(
-        HttpRoute(f"{base}/infer", _infer, API, ("POST",), oip=True)
+        HttpRoute(base, _model_metadata, "read", Role.PREDICT, oip=True)
+        for base in (_MODEL, _VERSIONED)
+    ),
+    *(
+        HttpRoute(f"{base}/ready", _model_ready, "read", Role.PREDICT, oip=True)
+        for base in (_MODEL, _VERSIONED)
+    ),
+    *(
+        HttpRoute(f"{base}/infer", _infer, API, Role.PREDICT, ("POST",), oip=True)
         for base in (_MODEL, _VERSIONED)
     ),
 )

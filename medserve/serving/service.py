@@ -19,9 +19,13 @@ from pydantic import BaseModel
 from threadpoolctl import threadpool_limits
 
 from medserve import model_store
+from medserve.audit import AuditTrail
+from medserve.auth.authenticator import Authenticator
+from medserve.auth.settings import get_auth_settings
 from medserve.prediction_log import PredictionLog
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.http_api import SHARED_ROUTES, HttpApi, HttpRoute
+from medserve.serving.http_security import HttpAccess
 from medserve.serving.model import ServedModel
 from medserve.serving.oip_grpc import start_grpc_server
 from medserve.serving.oip_rest import OIP_REST_ROUTES
@@ -98,7 +102,10 @@ class MedserveService:
         self.plane = DataPlane(
             self.model_class.load(tag), settings, PredictionLog(settings.resolved_database_url)
         )
-        self.http.attach(self.plane)
+        auth_settings = get_auth_settings()
+        self.authenticator = Authenticator(auth_settings)
+        audit = AuditTrail(self.plane.log.engine)
+        self.http.attach(self.plane, HttpAccess(self.authenticator, audit, auth_settings))
         self.grpc_server: grpc.aio.Server | None = None
         # The model and its imports are long-lived: keep them out of every full GC pass.
         gc.freeze()
@@ -108,7 +115,7 @@ class MedserveService:
         """Serve OIP v2 gRPC from this worker (all workers share the port)."""
         settings = get_settings()
         if settings.grpc_enabled:
-            self.grpc_server = await start_grpc_server(self.plane, settings)
+            self.grpc_server = await start_grpc_server(self.plane, settings, self.authenticator)
 
     @bentoml.on_shutdown
     async def stop_grpc(self) -> None:

@@ -63,3 +63,41 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- printf "%s/%s/%s.bentomodel" (trimSuffix "/" .root.Values.modelStore.uri) (first $parts) $version -}}
 {{- end -}}
+
+{{/*
+Fail closed on an incomplete access-control configuration (values.schema.json refuses it too;
+this names the fix when the schema is skipped). Included by every Deployment and NOTES.txt.
+*/}}
+{{- define "medserve.validateAuth" -}}
+{{- $auth := .Values.auth -}}
+{{- if not (has $auth.mode (list "oidc" "proxy")) -}}
+{{- fail (printf "auth.mode must be oidc or proxy, not %q: local (a per-machine signing key) and off (tests only) are not for a cluster" $auth.mode) -}}
+{{- end -}}
+{{- if and (eq $auth.mode "oidc") (not (and $auth.issuer $auth.audience $auth.jwksUrl)) -}}
+{{- fail "auth.mode oidc needs auth.issuer, auth.audience and auth.jwksUrl of the hospital's identity provider (README \"Helm chart\"); the chart has no default and fails closed rather than start pods without access control" -}}
+{{- end -}}
+{{- if and (eq $auth.mode "proxy") (not .Values.networkPolicy.enabled) -}}
+{{- fail "auth.mode proxy needs networkPolicy.enabled: the proxy's identity headers can be forged by anyone who reaches a pod directly" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the Secret holding the CSRF key (an existing one, or the chart's). */}}
+{{- define "medserve.csrfSecretName" -}}
+{{- default (printf "%s-medserve-csrf" .Release.Name) .Values.auth.csrfSecret.existingSecret -}}
+{{- end -}}
+
+{{/*
+MEDSERVE_ALLOWED_HOSTS of a service (JSON list): the DNS names of its Services (ClusterIP and
+headless gRPC) in every form a client in the cluster may use, and auth.allowedHosts. Probes and
+/metrics are not Host-checked (kubelet and Prometheus call them by pod IP).
+*/}}
+{{- define "medserve.allowedHosts" -}}
+{{- $name := include "medserve.serviceName" . -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- $hosts := list -}}
+{{- range $service := list $name (printf "%s-grpc" $name) -}}
+{{- $hosts = concat $hosts (list $service (printf "%s.%s" $service $ns) (printf "%s.%s.svc" $service $ns) (printf "%s.%s.svc.%s" $service $ns $.root.Values.clusterDomain)) -}}
+{{- end -}}
+{{- $hosts = concat $hosts .root.Values.auth.allowedHosts -}}
+{{- toJson $hosts -}}
+{{- end -}}
