@@ -147,48 +147,42 @@ class HttpApi:
         access: HttpAccess,
         request_id: str,
     ) -> Response:
-        """The route's handler behind the host, identity, role and CSRF checks; calls of
-        patient-data routes are audited, refusals included."""
-        assert route.role is not None
-        identity: Identity | None = None
-        granted: Role | None = None
+        """The route's checked call; calls of patient-data routes are audited, refusals and
+        failures included."""
+        status, outcome = 500, "internal_error"
         try:
-            access.check_host(request)
-            if route.page and request.method == "GET" and TOKEN_PARAM in request.query_params:
-                return await access.start_session(request)
-            identity = await access.identify(request, page=route.page)
-            granted = access.authenticator.authorise(identity, route.role)
-            if request.method in STATE_CHANGING:
-                await self._check_browser_post(route, request, plane, access, identity)
-            request.state.identity = identity
-            if route.page:
-                request.state.csrf_token = access.csrf_token(identity)
-            response = await route.handler(request, plane, request_id)
+            response = await self._checked_call(route, request, plane, access, request_id)
+            status, outcome = response.status_code, "ok"
+            return response
         except ServiceError as exc:
-            if route.role in AUDITED_ROLES:
-                await access.record(
-                    request,
-                    route.path,
-                    plane.model.name,
-                    identity,
-                    granted,
-                    exc.status,
-                    exc.error,
-                    request_id,
-                )
+            status, outcome = exc.status, exc.error
             raise
-        if route.role in AUDITED_ROLES:
-            await access.record(
-                request,
-                route.path,
-                plane.model.name,
-                identity,
-                granted,
-                response.status_code,
-                "ok",
-                request_id,
-            )
-        return response
+        finally:
+            if route.role in AUDITED_ROLES:
+                model = plane.model.name
+                await access.record(request, route.path, model, status, outcome, request_id)
+
+    async def _checked_call(
+        self,
+        route: HttpRoute,
+        request: Request,
+        plane: DataPlane,
+        access: HttpAccess,
+        request_id: str,
+    ) -> Response:
+        """The handler behind the host, identity, role and browser-post checks (what was proven
+        so far is kept on `request.state` for the audit entry)."""
+        assert route.role is not None
+        access.check_host(request)
+        if route.page and request.method == "GET" and TOKEN_PARAM in request.query_params:
+            return await access.start_session(request)
+        identity = request.state.identity = await access.identify(request, page=route.page)
+        request.state.role_used = access.authenticator.authorise(identity, route.role)
+        if request.method in STATE_CHANGING:
+            await self._check_browser_post(route, request, plane, access, identity)
+        if route.page:
+            request.state.csrf_token = access.csrf_token(identity)
+        return await route.handler(request, plane, request_id)
 
     @staticmethod
     async def _check_browser_post(

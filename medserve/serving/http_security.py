@@ -191,18 +191,13 @@ class HttpAccess:
 
     # -- after the handler -----------------------------------------------------------------------
     async def record(
-        self,
-        request: Request,
-        route: str,
-        model: str,
-        identity: Identity | None,
-        role: Role | None,
-        status: int,
-        outcome: str,
-        request_id: str,
+        self, request: Request, route: str, model: str, status: int, outcome: str, request_id: str
     ) -> None:
+        """Audit one call of a patient-data route with what `request.state` proved."""
         if self.audit is None:
             return
+        identity: Identity | None = getattr(request.state, "identity", None)
+        role: Role | None = getattr(request.state, "role_used", None)
         entry = AuditEntry(
             subject=identity.subject if identity else "-",
             role=role.value if role else None,
