@@ -17,9 +17,11 @@ from importlib.metadata import metadata
 from typing import Literal
 
 from packaging.specifiers import SpecifierSet
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.table import Table
 
+from medserve.auth.settings import AuthMode, AuthSettings
+from medserve.auth.tokens import LocalSigner
 from medserve.catalogue import SERVICES, ServiceEntry
 from medserve.settings import Settings
 
@@ -113,6 +115,34 @@ def check_home(settings: Settings) -> Check:
     )
 
 
+def check_access() -> Check:
+    """The access-control settings parse, and local mode's signing key can be made or read.
+
+    Names the offending settings only: a value may be a secret."""
+    name, feature = "access control (MEDSERVE_AUTH_*)", "serving"
+    try:
+        settings = AuthSettings()
+        if settings.mode is AuthMode.LOCAL:
+            LocalSigner(settings.key_file)
+    except ValidationError as error:
+        fields = ", ".join(".".join(map(str, e["loc"])) or e["msg"] for e in error.errors())
+        return Check(
+            name=name, feature=feature, ok=False, detail=f"invalid: {fields}",
+            fix="see the README's Access control section",
+        )  # fmt: skip
+    except (OSError, ValueError) as error:
+        return Check(
+            name=name, feature=feature, ok=False, detail=f"signing key: {type(error).__name__}",
+            fix="make MEDSERVE_HOME/auth writable, or remove a damaged local-signing-key.pem",
+        )  # fmt: skip
+    if settings.mode is AuthMode.OFF:
+        return Check(
+            name=name, feature=feature, ok=False, required=False,
+            detail="OFF: anyone can read patient data", fix="unset MEDSERVE_AUTH_MODE",
+        )  # fmt: skip
+    return Check(name=name, feature=feature, ok=True, detail=f"{settings.mode.value} mode")
+
+
 def check_python() -> Check:
     wanted = SpecifierSet(metadata("medserve")["Requires-Python"])
     running = ".".join(map(str, sys.version_info[:3]))
@@ -164,7 +194,11 @@ def check_tesseract_language(language: str) -> Check:
 
 def serving_checks(settings: Settings, entries: Iterable[ServiceEntry]) -> list[Check]:
     """What `medserve up` needs before it starts anything."""
-    return [check_home(settings), *(check_ports(entry, settings) for entry in entries)]
+    return [
+        check_home(settings),
+        check_access(),
+        *(check_ports(entry, settings) for entry in entries),
+    ]
 
 
 def run_checks(settings: Settings) -> list[Check]:

@@ -28,7 +28,7 @@ from medserve.audit import AuditTrail
 from medserve.auth.authenticator import Authenticator
 from medserve.auth.settings import AuthSettings
 from medserve.logs import JsonFormatter, get_logger
-from medserve.prediction_log import PredictionLog
+from medserve.prediction_log import PredictionLog, PredictionRecord, new_id, utcnow
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.http_api import HttpApi
 from medserve.serving.http_security import HttpAccess
@@ -295,6 +295,33 @@ def test_a_prediction_is_read_back_and_feedback_attaches_to_it(serving: Serving)
     assert post(serving.http, "/feedback", unknown).status_code == 404
     bad_query = run(lambda c: c.get("/predictions?limit=9999"), serving.http)
     assert bad_query.status_code == 422 and bad_query.json()["field"] == "limit"
+
+
+def test_another_models_prediction_is_neither_shown_nor_labelled(serving: Serving) -> None:
+    """The log is shared by every service: each shows and labels only its own model's rows."""
+    other_id = new_id()
+    serving.plane.log.record(
+        [
+            PredictionRecord(
+                id=other_id,
+                model="heart_risk",
+                model_tag="heart_risk:x",
+                request_id="r",
+                transport="http_json",
+                created_at=utcnow(),
+                inputs={"age": 63},
+                outputs={"probability": 0.9},
+                predicted_class=1,
+            )
+        ]
+    ).result(timeout=10)
+    read = run(lambda c: c.get(f"/predictions/{other_id}"), serving.http)
+    assert read.status_code == 404 and "63" not in read.text
+    listed = run(lambda c: c.get("/predictions?limit=500"), serving.http).json()
+    assert other_id not in {row["id"] for row in listed}
+    labelled = post(serving.http, "/feedback", {"prediction_id": other_id, "label": 0})
+    assert labelled.status_code == 404
+    assert serving.plane.log.feedback_of(other_id) is None
 
 
 def test_drift_gauges_are_exported_once_the_window_has_enough_rows(serving: Serving) -> None:

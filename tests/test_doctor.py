@@ -111,3 +111,28 @@ def test_a_home_that_cannot_be_created_is_reported(offset: int, tmp_path: Path) 
     assert code == 1
     assert statuses(rows)["MEDSERVE_HOME writable"] == "missing"
     assert "Not a directory" in rows["MEDSERVE_HOME writable"][2]
+
+
+ACCESS = "access control (MEDSERVE_AUTH_*)"
+
+
+def test_incomplete_access_settings_fail_naming_what_is_missing_never_a_value(
+    offset: int,
+) -> None:
+    secret = "s3cr3t-" * 6
+    code, rows = doctor(
+        offset,
+        MEDSERVE_AUTH_MODE="oidc",
+        MEDSERVE_AUTH_AUDIENCE="a",
+        MEDSERVE_AUTH_CSRF_SECRET=secret,
+    )
+    assert code == 1
+    assert statuses(rows)[ACCESS] == "missing"
+    assert "MEDSERVE_AUTH_ISSUER" in rows[ACCESS][2]
+    assert secret not in " ".join(rows[ACCESS])
+
+
+def test_access_control_off_is_reported_but_does_not_fail(offset: int) -> None:
+    code, rows = doctor(offset, MEDSERVE_AUTH_MODE="off")
+    assert statuses(rows)[ACCESS] == "optional" and "OFF" in rows[ACCESS][2]
+    assert code == 0, rows  # a warning, not a failure (this machine passes every other check)

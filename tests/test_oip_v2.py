@@ -27,6 +27,9 @@ from tritonclient.utils import InferenceServerException
 
 from medserve.catalogue import SERVICES
 from medserve.heart.features import to_matrix
+from tests.access_matrix import check_grpc_methods, check_http_routes
+from tests.access_matrix import infer_input as matrix_input
+from tests.auth_tokens import bearer
 from tests.conftest import service_env
 from tests.heart_samples import VALID_PATIENT
 from tests.servers import ServiceProcess, medserve_service
@@ -406,6 +409,21 @@ def test_chart_service_answers_v2_metadata_and_infer(
     for output in model_class.v2_outputs:
         assert result.as_numpy(output.name) is not None
     assert json.dumps(meta)  # metadata is plain JSON-able
+
+
+def test_chart_service_refuses_anonymous_callers_and_wrong_roles(
+    chart_service: tuple[dict[str, Any], ServiceProcess],
+) -> None:
+    """The role matrix of every service (local tokens): each route and gRPC method refuses
+    no token (401 / UNAUTHENTICATED) and every role but its own (403 / PERMISSION_DENIED)."""
+    spec, service = chart_service
+    module_name, class_name = spec["bento"].split(":")
+    model_class = getattr(importlib.import_module(module_name), class_name).inner.model_class
+    headers_for = lambda roles: bearer(*roles)  # noqa: E731
+    assert check_http_routes(service, spec["bento"], spec["name"], headers_for) > 30
+    (spec_in,) = model_class.v2_inputs
+    tensor = matrix_input(spec_in.name, EXAMPLE_TENSORS[spec["name"]](), spec_in.datatype)
+    check_grpc_methods(service, spec["name"], tensor, headers_for)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
