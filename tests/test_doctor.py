@@ -16,6 +16,7 @@ from medserve.catalogue import SERVICES
 from tests.catalogue_ports import free_offset, listening_on
 
 HEART, ECG = SERVICES["heart_risk"], SERVICES["ecg_anomaly"]
+ACCESS = "access control (MEDSERVE_AUTH_*)"
 
 
 def doctor(offset: int, **env: str) -> tuple[int, dict[str, list[str]]]:
@@ -66,7 +67,7 @@ def test_this_machine_has_everything_and_the_doctor_says_so(offset: int) -> None
     code, rows = doctor(offset)
     assert code == 0, rows
     assert set(statuses(rows).values()) == {"ok"}, rows
-    expected = {"Python", "uv", "MEDSERVE_HOME writable", "tesseract", "chromium"}
+    expected = {"Python", "uv", "MEDSERVE_HOME writable", "tesseract", "chromium", ACCESS}
     expected |= {f"ports of {name}" for name in SERVICES} | {"tesseract language 'por'"}
     assert set(rows) == expected
 
@@ -111,9 +112,6 @@ def test_a_home_that_cannot_be_created_is_reported(offset: int, tmp_path: Path) 
     assert code == 1
     assert statuses(rows)["MEDSERVE_HOME writable"] == "missing"
     assert "Not a directory" in rows["MEDSERVE_HOME writable"][2]
-
-
-ACCESS = "access control (MEDSERVE_AUTH_*)"
 
 
 def test_incomplete_access_settings_fail_naming_what_is_missing_never_a_value(
