@@ -22,7 +22,7 @@ from medserve.auth.roles import Role, roles_from
 from medserve.auth.settings import AuthMode, AuthSettings
 from medserve.auth.tokens import LocalSigner
 from medserve.serving.errors import ServiceError
-from tests.identity_provider import AUDIENCE, ISSUER, IdentityProvider, serving_jwks
+from tests.identity_provider import AUDIENCE, ISSUER, IdentityProvider, claims, serving_jwks
 
 PREDICT = ["medserve-predict"]
 
@@ -191,8 +191,6 @@ def test_unknown_kids_refetch_at_most_once_per_cooldown(idp: IdentityProvider) -
 def test_a_jwks_outage_keeps_the_known_keys(idp: IdentityProvider) -> None:
     auth = oidc(idp, jwks_cache_s=0.01, jwks_refresh_cooldown_s=0)
     identify(auth, bearer=idp.token(PREDICT))
-    auth_url = auth.settings.jwks_url
-    assert auth_url is not None
     assert auth.verifier is not None
     auth.verifier.keys.url = "http://127.0.0.1:9/nothing-here"  # type: ignore[attr-defined]
     time.sleep(0.05)
@@ -317,3 +315,81 @@ def test_durations() -> None:
     for bad in ("", "0h", "-1h", "12 hours", "1.5h"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("key_type", "size", "algorithm"),
+    [
+        ("RSA", 2048, "RS256"),
+        ("RSA", 2048, "PS256"),
+        ("EC", "P-256", "ES256"),
+        ("OKP", "Ed25519", "EdDSA"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::joserfc.errors.SecurityWarning")
+def test_tokens_and_a_jwks_made_by_another_jose_library_verify(
+    key_type: str, size: Any, algorithm: str
+) -> None:
+    """Keys, JWKS and tokens from joserfc (not PyJWT, which verifies): its habits are not ours."""
+    from joserfc import jwt as jose_jwt
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+    key_class = {"RSA": RSAKey, "EC": ECKey, "OKP": OKPKey}[key_type]
+    key = key_class.generate_key(size, parameters={"kid": "jose-1", "alg": algorithm, "use": "sig"})
+
+    class JoseProvider(IdentityProvider):
+        def jwks(self) -> dict[str, Any]:
+            return {"keys": [key.as_dict(private=False)]}
+
+    with serving_jwks(JoseProvider()) as provider:
+        auth = oidc(provider)
+        header = {"alg": algorithm, "kid": "jose-1"}
+        body = claims(["medserve-review"], subject="dr-jose")
+        token = jose_jwt.encode(header, body, key, algorithms=[algorithm])
+        identity = identify(auth, bearer=token)
+        assert (identity.subject, identity.roles) == ("dr-jose", {Role.REVIEW})
+        forged = jose_jwt.encode(header, body | {"sub": "dr-x"}, key_class.generate_key(
+            size, parameters={"kid": "jose-1"}), algorithms=[algorithm])  # fmt: skip
+        assert refusal(auth, forged).detail == "bad signature"
+
+
+def test_a_verified_token_is_trusted_at_most_token_cache_s(idp: IdentityProvider) -> None:
+    """A key the IdP withdrew stops working once the verified-token cache lapses."""
+    auth = oidc(idp, token_cache_s=0.2, jwks_cache_s=0.1, jwks_refresh_cooldown_s=0)
+    token = idp.token(PREDICT)
+    identify(auth, bearer=token)
+    idp.keys = [idp.keys[0].make("k-new")]  # k1 withdrawn
+    assert identify(auth, bearer=token).subject == "dr-ana"  # still cached
+    time.sleep(0.3)
+    assert refusal(auth, token).detail == "unknown signing key"
+
+
+def test_concurrent_first_sightings_of_a_new_kid_fetch_the_jwks_once(
+    idp: IdentityProvider,
+) -> None:
+    auth = oidc(idp, jwks_refresh_cooldown_s=0)
+    identify(auth, bearer=idp.token(PREDICT))
+    idp.rotate("k-burst")
+    tokens = [idp.token(PREDICT, kid="k-burst", sub=f"dr-{n}") for n in range(10)]
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(*(auth.identify(Credentials(bearer=t)) for t in tokens))
+
+    assert len({identity.subject for identity in asyncio.run(all_at_once())}) == 10
+    assert idp.fetches == 2  # the first sight, then one refetch for the new kid
+
+
+def test_every_proxy_group_header_line_is_read(tmp_path: Path) -> None:
+    """oauth2-proxy sends one header line per group; ingress-nginx one comma-joined line."""
+    from starlette.requests import Request
+
+    from medserve.serving.http_security import HttpAccess
+
+    proxy = AuthSettings(mode=AuthMode.PROXY, role_prefix="medserve-", csrf_secret="c" * 32)
+    access = HttpAccess(Authenticator(proxy), None, proxy)
+    lines = [b"staff", b"medserve-review", b"medserve-read_log,medserve-predict"]
+    headers = [(b"x-auth-request-user", b"dr-eva")]
+    headers += [(b"x-auth-request-groups", line) for line in lines]
+    request = Request({"type": "http", "method": "GET", "headers": headers, "path": "/"})
+    identity = asyncio.run(access.identify(request, page=True))
+    assert identity.roles == {Role.REVIEW, Role.READ_LOG, Role.PREDICT}

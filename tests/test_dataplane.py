@@ -486,3 +486,13 @@ def test_grpc_streams_answer_every_request_by_id_and_batch_them_together(
     assert scores == {f"s-{i}": pytest.approx(i / 60) for i in range(60) if i != 17}
     assert max(serving.model.batches) > 1  # requests of one stream batched together
     assert requests_counted("grpc_stream", "ok") == before + 59
+
+
+def test_a_log_read_that_cannot_be_audited_is_not_answered(serving: Serving) -> None:
+    """Fail closed: patient data is not shown without a record of who saw it."""
+    post(serving.http, "/predict", {"points": [{"x": 4, "flag": 1}]})
+    with serving.plane.log.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE audit_log")
+    answer = run(lambda c: c.get("/predictions"), serving.http)
+    assert answer.status_code == 500 and answer.json()["error"] == "internal_error"
+    assert answer.json()["detail"] == "unexpected server error"  # no row, no database text

@@ -110,6 +110,7 @@ class RemoteJwks:
         self._keys: dict[str | None, SigningKey] = {}
         self._fetched_at = -float("inf")
         self._lock: asyncio.Lock | None = None
+        self._finished = 0  # fetches ended, whatever their outcome
 
     async def key(self, kid: str | None) -> SigningKey | None:
         age = time.monotonic() - self._fetched_at
@@ -123,8 +124,11 @@ class RemoteJwks:
 
     async def _refresh(self, min_age: float) -> None:
         self._lock = self._lock or asyncio.Lock()
-        async with self._lock:  # one fetch at a time; waiters reuse its result
-            if time.monotonic() - self._fetched_at < min_age:
+        finished = self._finished
+        async with self._lock:
+            # One fetch at a time: calls that waited for a fetch use its result, even a failed
+            # one (an outage must not become one timed-out fetch per waiting call).
+            if self._finished != finished or time.monotonic() - self._fetched_at < min_age:
                 return
             try:
                 document = await asyncio.to_thread(self._fetch)
@@ -133,6 +137,8 @@ class RemoteJwks:
                 log.warning("jwks fetch failed", extra={"error": type(exc).__name__})
                 self._fetched_at = time.monotonic() - self.cache_s + self.cooldown_s
                 return
+            finally:
+                self._finished += 1
             self._keys = parse_jwks(document)
             self._fetched_at = time.monotonic()
             log.info("jwks fetched", extra={"keys": len(self._keys)})
