@@ -91,7 +91,17 @@ class Settings(BaseSettings):
         default=2000, ge=1, description="Adaptive batching: queue budget before a request is shed."
     )
     max_instances_per_request: int = Field(default=1000, ge=1)
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body of the JSON, v2 REST and form routes, chunked uploads "
+        "included (refused with 413 as soon as they pass it).",
+    )
+    max_form_fields: int = Field(
+        default=200,
+        ge=10,
+        description="Fields of one page form post (the pages have a few dozen at most).",
+    )
     prediction_log_wait: bool = Field(
         default=True,
         description="Answer only after the prediction is committed to the log (group commit).",

@@ -13,13 +13,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import logging
+import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from medserve.ct.image_headers import (
+    DEFLATED_TRANSFER_SYNTAX,
+    HeaderError,
+    frame_dimensions,
+    inflated_size_within,
+)
 
 ImageFormat = Literal["dicom", "png", "jpeg"]
 
@@ -44,6 +53,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
+DEFAULT_SIDES = (64, 2048)
+MAX_BYTES_PER_PIXEL = 4  # 32 bits allocated at most
+DEFLATED_HEADER_ALLOWANCE = 1024 * 1024  # the elements besides the pixels
 
 
 class ImageRejected(Exception):
@@ -109,19 +121,17 @@ def decode_slice(
     data: bytes,
     window: Window,
     max_bytes: int,
-    side_range: tuple[int, int] = (64, 2048),
+    side_range: tuple[int, int] = DEFAULT_SIDES,
 ) -> DecodedSlice:
     """Bytes of a DICOM/PNG/JPEG slice -> `DecodedSlice`, or `ImageRejected` saying why not."""
     if len(data) > max_bytes:
         raise ImageRejected(413, "image_too_large", f"the file exceeds {max_bytes} bytes")
     source_format = sniff_format(data)
     if source_format == "dicom":
-        hu, identifiers = read_dicom_hu(data)
-        _check_side(hu.shape, side_range)
+        hu, identifiers = read_dicom_hu(data, side_range)
         windowed = window.apply(hu)
     else:
-        windowed = read_picture(data)
-        _check_side(windowed.shape, side_range)
+        windowed = read_picture(data, side_range)
         identifiers = {}
     return DecodedSlice(
         windowed=windowed,
@@ -143,12 +153,16 @@ def _quiet_pydicom() -> None:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
-def read_dicom_hu(data: bytes) -> tuple[np.ndarray, dict[str, str]]:
-    """One CT slice in HU (float32) and its identifiers, checked for what the model can read."""
+def read_dicom_hu(
+    data: bytes, side_range: tuple[int, int] = DEFAULT_SIDES
+) -> tuple[np.ndarray, dict[str, str]]:
+    """One CT slice in HU (float32) and its identifiers, checked for what the model can read;
+    the size it declares is checked before its pixels are decoded."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     _quiet_pydicom()
+    _check_deflated_size(data, side_range)
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -156,6 +170,7 @@ def read_dicom_hu(data: bytes) -> tuple[np.ndarray, dict[str, str]]:
             422, "invalid_dicom", f"unreadable DICOM: {type(exc).__name__}"
         ) from None
     _check_dicom(dataset)
+    _check_declared_size(dataset, side_range)
     try:
         stored = dataset.pixel_array
     except Exception as exc:  # decoders raise many types; the message may quote file contents
@@ -237,12 +252,20 @@ def _check_dicom(dataset: object) -> None:
         )
 
 
-def read_picture(data: bytes) -> np.ndarray:
-    """A grayscale PNG/JPEG (already lung-windowed) -> [0, 1] float32."""
+def read_picture(data: bytes, side_range: tuple[int, int] = DEFAULT_SIDES) -> np.ndarray:
+    """A grayscale PNG/JPEG (already lung-windowed) -> [0, 1] float32. Pillow reads the header
+    at `open` and the pixels at `load`: the size is checked in between."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            columns, rows = image.size
+            _check_side((rows, columns), side_range)
             image.load()
             return _grayscale(image)
+    except Image.DecompressionBombError:
+        # Raised by `open` itself for a header declaring over twice Pillow's pixel limit.
+        raise ImageRejected(
+            422, "unsupported_size", "the image declares more pixels than any CT slice has"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(
             422, "invalid_image", f"unreadable image: {type(exc).__name__}"
@@ -270,6 +293,63 @@ def _grayscale(image: Image.Image) -> np.ndarray:
     raise ImageRejected(
         422, "unsupported_photometric", f"image mode {image.mode}; send 8/16-bit grayscale"
     )
+
+
+def _check_deflated_size(data: bytes, side_range: tuple[int, int]) -> None:
+    """A Deflated Explicit VR file is inflated whole by pydicom before any element can be read:
+    refuse one that would inflate past the largest slice allowed (a few KiB can hold GiBs)."""
+    meta_end = _file_meta_end(data)
+    if DEFLATED_TRANSFER_SYNTAX.encode() not in data[DICOM_MAGIC_OFFSET:meta_end]:
+        return
+    largest = side_range[1] ** 2 * MAX_BYTES_PER_PIXEL + DEFLATED_HEADER_ALLOWANCE
+    if not inflated_size_within(data[meta_end:], largest):
+        raise ImageRejected(
+            422, "unsupported_size", "the deflated dataset inflates past the largest CT slice"
+        )
+
+
+def _file_meta_end(data: bytes) -> int:
+    """Where the file meta group ends: its first element, (0002,0000) UL, holds its length."""
+    start = DICOM_MAGIC_OFFSET + 4
+    if data[start : start + 6] != b"\x02\x00\x00\x00UL" or len(data) < start + 12:
+        return min(len(data), start)
+    (length,) = struct.unpack_from("<I", data, start + 8)
+    return min(len(data), start + 12 + length)
+
+
+def _check_declared_size(dataset: Any, side_range: tuple[int, int]) -> None:
+    """Rows/Columns/BitsAllocated, and the size the compressed frame's own codestream declares
+    (the decoder allocates what the codestream says, whatever the DICOM header claims)."""
+    try:
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        bits = int(dataset.get("BitsAllocated", 16) or 16)
+    except (AttributeError, TypeError, ValueError):
+        raise ImageRejected(422, "invalid_dicom", "missing or unreadable Rows/Columns") from None
+    _check_side((rows, columns), side_range)
+    if bits not in (8, 16, 32):
+        raise ImageRejected(
+            422, "unsupported_pixels", f"{bits} bits allocated per pixel; CT slices use 16"
+        )
+    if not dataset.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    from pydicom.encaps import generate_fragments
+
+    try:
+        # The first item is always the Basic Offset Table (maybe empty); the frame follows.
+        fragments = generate_fragments(dataset.PixelData)
+        first = next(itertools.islice(fragments, 1, 2), b"")
+        declared = frame_dimensions(first)
+    except (HeaderError, ValueError, struct.error):
+        raise ImageRejected(
+            422, "undecodable_pixels", "the compressed frame's header is unreadable"
+        ) from None
+    if declared is not None and (declared.rows, declared.columns) != (rows, columns):
+        raise ImageRejected(
+            422,
+            "inconsistent_dimensions",
+            f"the frame's codestream declares {declared.columns}x{declared.rows} pixels, "
+            f"the DICOM header {columns}x{rows}",
+        )
 
 
 def _check_side(shape: tuple[int, ...], side_range: tuple[int, int]) -> None:

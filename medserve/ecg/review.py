@@ -22,7 +22,7 @@ from medserve.ecg.settings import get_ecg_settings
 from medserve.prediction_log import PredictionRecord, UnknownPrediction
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError
-from medserve.serving.http_api import HttpRoute, read_body
+from medserve.serving.http_api import HttpRoute, read_form
 from medserve.serving.http_security import csrf_input, identity_of, touched
 
 API = "review"
@@ -210,8 +210,7 @@ async def confirm_beat(request: Request, plane: DataPlane, request_id: str) -> R
     if media_type not in FORM_TYPES:
         # Without this, a JSON body would read as an unchecked box: a silent "normal" label.
         raise ServiceError(415, "unsupported_media_type", "send the review form (urlencoded)")
-    await read_body(request, plane.settings.max_body_bytes)  # the size limit of every route
-    form = await request.form()
+    form = await read_form(request, plane.settings)
     label = 1 if form.get("anomalous") == "on" else 0
     reviewer = str(form.get("reviewer", "")).strip()[:128] or None  # as in POST /feedback
     try:

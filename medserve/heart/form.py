@@ -17,7 +17,7 @@ from medserve.auth.roles import Role
 from medserve.heart.codes import CLASS_LABELS, FEATURES, FeatureSpec
 from medserve.heart.schema import HeartPatient, HeartPrediction
 from medserve.serving.dataplane import DataPlane
-from medserve.serving.http_api import HttpRoute
+from medserve.serving.http_api import HttpRoute, read_form
 from medserve.serving.http_security import csrf_input
 
 RESULT_TEXT_PT = {
@@ -144,7 +144,7 @@ async def show_form(request: Request, plane: DataPlane, request_id: str) -> Resp
 
 
 async def submit_form(request: Request, plane: DataPlane, request_id: str) -> Response:
-    form = await request.form()
+    form = await read_form(request, plane.settings)
     values = {s.name: str(form.get(s.name, "")) for s in FEATURES}
     candidate = {s.name: _coerce(s, values[s.name]) for s in FEATURES}
     try:

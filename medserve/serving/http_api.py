@@ -15,6 +15,9 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route, Router
@@ -35,6 +38,7 @@ from medserve.serving.http_security import (
     touched,
 )
 from medserve.serving.metrics import exposition
+from medserve.settings import Settings
 
 JSON_TYPES = ("application/json",)
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -196,8 +200,7 @@ class HttpApi:
             return
         access.check_origin(request)
         if route.page:
-            await read_body(request, plane.settings.max_body_bytes)  # form() reuses the body
-            form = await request.form()
+            form = await read_form(request, plane.settings)
             access.check_csrf(form.get(CSRF_FIELD), identity)
 
     async def _not_served(self, request: Request) -> Response:
@@ -231,14 +234,41 @@ def request_id_of(request: Request) -> str:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) anything over `limit` bytes, declared or actual."""
+    """The body, refusing (413) anything over `limit` bytes, declared or actual.
+
+    Read chunk by chunk so a chunked upload (no Content-Length) is refused as soon as it passes
+    the limit, not after it has been buffered whole; the body is then kept on the request, where
+    Starlette's `body()` and `form()` find it."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ServiceError(413, "body_too_large", f"body exceeds {limit} bytes")
-    body = await request.body()
-    if len(body) > limit:
-        raise ServiceError(413, "body_too_large", f"body exceeds {limit} bytes")
+        raise body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's own cache: body() and form() reuse it
     return body
+
+
+def body_too_large(limit: int) -> ServiceError:
+    return ServiceError(413, "body_too_large", f"body exceeds {limit} bytes")
+
+
+async def read_form(request: Request, settings: Settings) -> FormData:
+    """A form post (URL-encoded or multipart without files) under the body and field-count
+    limits; a malformed one is a 422, not Starlette's plain-text 400."""
+    limit = settings.max_body_bytes
+    await read_body(request, limit)
+    try:
+        fields = settings.max_form_fields
+        return await request.form(max_files=0, max_fields=fields, max_part_size=limit)
+    except (MultiPartException, HTTPException) as exc:
+        detail = getattr(exc, "message", None) or getattr(exc, "detail", "malformed form")
+        raise ServiceError(422, "invalid_form", f"unreadable form: {detail}") from None
 
 
 async def read_json_body(request: Request, limit: int, declared: bool = False) -> bytes:

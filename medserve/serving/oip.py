@@ -8,7 +8,7 @@ model declares. The REST (`oip_rest.py`) and gRPC (`oip_grpc.py`) adapters only 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,21 +17,27 @@ import numpy as np
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError
 from medserve.serving.model import ModelInputs
-from medserve.serving.tensors import bad_tensor
+from medserve.serving.tensors import TensorSpec, bad_tensor, element_count
 
 SERVER_NAME = "medserve"
 SERVER_VERSION = "2"
 EXTENSIONS = ("binary_tensor_data",)
+# Names, ids, shapes, parameters and protobuf framing around the tensor values of a request.
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+
+
+TensorHeader = tuple[str, str, Sequence[int]]  # name, datatype, shape
 
 
 @dataclass(frozen=True, slots=True)
 class InferCall:
-    """A decoded infer request: which model, its input tensors and the outputs it wants."""
+    """An infer request off the wire: which model, the headers of its inputs, how to decode
+    their values (called only once the headers passed) and the outputs it wants."""
 
     model_name: str
     model_version: str | None
-    tensors: Mapping[str, np.ndarray]
-    datatypes: Mapping[str, str]
+    headers: Sequence[TensorHeader]
+    decode: Callable[[], Mapping[str, np.ndarray]]
     requested: Sequence[str] | None
     request_id: str
 
@@ -67,7 +73,8 @@ async def infer(plane: DataPlane, call: InferCall, api: str) -> dict[str, np.nda
     unknown = sorted(set(call.requested or ()) - set(declared))
     if unknown:
         raise bad_tensor(f"unknown output(s) {unknown}; available {declared}", unknown[0])
-    inputs = await model_inputs(plane, call.tensors, call.datatypes)
+    check_headers(plane, call.headers)
+    inputs = await model_inputs(plane, call.decode())
     answered = await plane.infer(inputs, call.request_id, api)
     wanted = set(call.requested or declared)
     return {
@@ -77,30 +84,48 @@ async def infer(plane: DataPlane, call: InferCall, api: str) -> dict[str, np.nda
     }
 
 
-async def model_inputs(
-    plane: DataPlane, tensors: Mapping[str, np.ndarray], datatypes: Mapping[str, str]
-) -> ModelInputs:
-    """Checked input tensors -> model rows: the model's vectorised check first, per-instance
-    validation (which names the offending row and field) when it does not vouch for them."""
-    model = plane.model
-    specs = {spec.name: spec for spec in model.v2_inputs}
-    unknown = sorted(set(tensors) - set(specs))
+def check_headers(plane: DataPlane, headers: Sequence[TensorHeader]) -> None:
+    """Every input's (name, datatype, shape) against the model's declared inputs, before any
+    value is converted: a large message of the wrong shape costs nothing but this check."""
+    specs = {spec.name: spec for spec in plane.model.v2_inputs}
+    names = [name for name, _, _ in headers]
+    unknown = sorted(set(names) - set(specs))
     if unknown:
         raise bad_tensor(f"unknown input(s) {unknown}; expected {sorted(specs)}", unknown[0])
-    for name, spec in specs.items():
-        if name not in tensors:
-            raise bad_tensor(f"missing input '{name}'", name)
-        if not spec.accepts(datatypes[name]):
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise bad_tensor(f"input(s) {duplicated} given more than once", duplicated[0])
+    missing = sorted(set(specs) - set(names))
+    if missing:
+        raise bad_tensor(f"missing input '{missing[0]}'", missing[0])
+    for name, datatype, shape in headers:
+        spec = specs[name]
+        if not spec.accepts(datatype):
             allowed = spec.accepted_datatypes or [spec.datatype]
             raise bad_tensor(f"input '{name}': datatype must be one of {allowed}", name)
-        shape = tensors[name].shape
+        element_count(name, shape)  # non-negative integers
         if not spec.fits(shape):
             raise bad_tensor(f"input '{name}': shape {list(shape)} does not fit {spec.shape}")
-    # Checked on the shapes, before any row is converted: a 64 MiB message holds many rows.
-    plane.admit(max(len(tensor) for tensor in tensors.values()))
+    plane.admit(max(shape[0] for _, _, shape in headers))
+
+
+async def model_inputs(plane: DataPlane, tensors: Mapping[str, np.ndarray]) -> ModelInputs:
+    """Input tensors (their headers already checked) -> model rows: the model's vectorised check
+    first, per-instance validation (which names the offending row and field) when it does not
+    vouch for them."""
+    model = plane.model
     trusted = model.trusted_inputs(tensors)
     if trusted is not None:
         return trusted
     raw = model.instances_from_tensors(tensors)
     instances = await plane.validate_instances(raw, prefix=model.v2_inputs[0].name)
     return await plane.preprocess(instances)
+
+
+def largest_request_bytes(model_inputs: Sequence[TensorSpec], max_instances: int) -> int | None:
+    """The wire size of the largest legal infer request (None when an input has no bound,
+    e.g. BYTES without `max_item_bytes`): what the gRPC receive limit is sized from."""
+    per_row = [spec.max_row_bytes() for spec in model_inputs]
+    if any(size is None for size in per_row):
+        return None
+    return REQUEST_OVERHEAD_BYTES + max_instances * sum(size for size in per_row if size)

@@ -27,6 +27,7 @@ from medserve.serving import oip
 from medserve.serving.dataplane import DataPlane, valid_request_id
 from medserve.serving.errors import ServiceError
 from medserve.serving.grpc_auth import AuthInterceptor
+from medserve.serving.model import ServedModel
 from medserve.serving.tensors import (
     BYTES,
     NUMPY_TYPES,
@@ -90,21 +91,27 @@ def tensor_from_contents(tensor: Any) -> np.ndarray:
 
 
 def decode_call(request: Any) -> oip.InferCall:
-    """A ModelInferRequest -> the protocol call (`raw_input_contents` or typed contents)."""
+    """A ModelInferRequest -> the protocol call (`raw_input_contents` or typed contents); the
+    values are converted only after the data plane has checked the headers."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise bad_tensor("raw_input_contents must hold one entry per input")
-    tensors = {
-        t.name: (
-            tensor_from_raw(t.name, t.datatype, t.shape, raw[i]) if raw else tensor_from_contents(t)
-        )
-        for i, t in enumerate(request.inputs)
-    }
+
+    def decode() -> dict[str, np.ndarray]:
+        return {
+            t.name: (
+                tensor_from_raw(t.name, t.datatype, t.shape, raw[i])
+                if raw
+                else tensor_from_contents(t)
+            )
+            for i, t in enumerate(request.inputs)
+        }
+
     return oip.InferCall(
         model_name=request.model_name,
         model_version=request.model_version or None,
-        tensors=tensors,
-        datatypes={t.name: t.datatype for t in request.inputs},
+        headers=[(t.name, t.datatype, list(t.shape)) for t in request.inputs],
+        decode=decode,
         requested=[o.name for o in request.outputs] or None,
         request_id=valid_request_id(request.id),
     )
@@ -230,6 +237,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
 
+def receive_limit(model: ServedModel, settings: Settings) -> int:
+    """The largest message this model's server reads: its largest legal infer request, capped by
+    `grpc_max_message_bytes`. gRPC refuses a bigger one (RESOURCE_EXHAUSTED) before it is
+    parsed, so an oversized message costs no memory."""
+    largest = oip.largest_request_bytes(model.v2_inputs, settings.max_instances_per_request)
+    cap = settings.grpc_max_message_bytes
+    return cap if largest is None else min(cap, largest)
+
+
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS credentials of the gRPC port from `MEDSERVE_GRPC_TLS_*`; None = plaintext.
 
@@ -254,7 +270,7 @@ async def start_grpc_server(
     access checks."""
     options = [
         ("grpc.so_reuseport", 1),
-        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_receive_message_length", receive_limit(plane.model, settings)),
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
     ]
     server = grpc.aio.server(options=options, interceptors=[AuthInterceptor(authenticator, plane)])

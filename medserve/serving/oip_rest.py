@@ -91,12 +91,11 @@ async def _infer(request: Request, plane: DataPlane, request_id: str) -> Respons
     body = await read_body(request, plane.settings.max_body_bytes)
     json_part, binary = _split_binary(body, request.headers.get(BINARY_HEADER))
     infer = _parse(json_part)
-    tensors, datatypes = _decode_inputs(infer, binary)
     call = oip.InferCall(
         model_name=request.path_params["model"],
         model_version=request.path_params.get("version"),
-        tensors=tensors,
-        datatypes=datatypes,
+        headers=[(t.name, t.datatype, t.shape) for t in infer.inputs],
+        decode=lambda: _decode_inputs(infer, binary),
         requested=[o.name for o in infer.outputs] if infer.outputs else None,
         request_id=valid_request_id(infer.id) if infer.id else request_id,
     )
@@ -125,9 +124,7 @@ def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]
     return body[: int(header_length)], body[int(header_length) :]
 
 
-def _decode_inputs(
-    infer: InferRequest, binary: bytes
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _decode_inputs(infer: InferRequest, binary: bytes) -> dict[str, np.ndarray]:
     tensors: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in infer.inputs:
@@ -146,7 +143,7 @@ def _decode_inputs(
             )
     if offset != len(binary):
         raise ServiceError(400, "invalid_tensor", "binary data left over after the inputs")
-    return tensors, {t.name: t.datatype for t in infer.inputs}
+    return tensors
 
 
 def _infer_response(
