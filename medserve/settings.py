@@ -84,7 +84,9 @@ class Settings(BaseSettings):
         "shows the whole node, so the chart sets this from the container's CPU limit.",
     )
     access_log: bool = Field(
-        default=False, description="BentoML's per-request access log (costly on hot paths)."
+        default=False,
+        description="One log line per served call (request id, route template, api, latency); "
+        "never the raw path, which can carry a patient's name. Costly on hot paths.",
     )
     max_batch_size: int = Field(default=64, ge=1)
     max_latency_ms: int = Field(

@@ -685,3 +685,17 @@ def pushgateway_server(workdir: Path, timeout_s: float = 30) -> Iterator[Pushgat
             "pushgateway", proc, log_path, lambda: _probe_http(f"{url}/-/ready", 200), timeout_s
         )
         yield PushgatewayServer(url=url, port=port, log_path=log_path, process=proc)
+
+
+def worker_peak_rss_mb(service: ServiceProcess) -> float:
+    """The highest peak RSS (VmHWM) among the service's processes: the kernel's own record of
+    the most memory any worker ever held, so a spike between two samples is not missed."""
+    import psutil
+
+    root = psutil.Process(service.process.pid)
+    peaks = []
+    for proc in [root, *root.children(recursive=True)]:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks)

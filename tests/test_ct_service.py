@@ -16,12 +16,14 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from PIL import Image
+from tritonclient.utils import InferenceServerException
 
 from medserve import model_store
 from medserve.ct.imaging import model_input, read_picture
 from medserve.ct.runtime import ONNX_FILE, OnnxRunner
 from medserve.ct.synthetic import write_png_slice
-from tests.servers import ServiceProcess, metric_value
+from tests.image_bombs import BOMBS
+from tests.servers import ServiceProcess, metric_value, worker_peak_rss_mb
 
 REAL_DATA = Path(data_store.__file__).parent / "data"
 MODEL = "ct_pattern"
@@ -259,3 +261,30 @@ def test_no_patient_data_in_the_service_log(
         str(real.StudyInstanceUID),
     ):
         assert value not in log
+
+
+# The CT worker holds ~400 MB with its ONNX session; decoding any bomb below would need 0.2-3.4 GB.
+CT_WORKER_PEAK_BOUND_MB = 900
+
+
+@pytest.mark.parametrize("transport", ["image", "grpc"])
+def test_decompression_bombs_are_refused_with_bounded_worker_memory(
+    ct_service: ServiceProcess, lung_slices: list[Path], transport: str
+) -> None:
+    """The bombs of tests/test_ct_image_bombs.py sent to the live service, on the image route
+    and as v2 BYTES over gRPC: a 422 each, the workers' peak memory bounded, still serving."""
+    for name, (make, code) in BOMBS.items():
+        data = make()
+        if transport == "image":
+            refused = post_image(ct_service, data)
+            assert refused.status_code == 422, (name, refused.text)
+            assert refused.json()["error"] == code
+        else:
+            client = tgrpc.InferenceServerClient(f"127.0.0.1:{ct_service.grpc_port}")
+            tensor = tgrpc.InferInput("image", [1], "BYTES")
+            tensor.set_data_from_numpy(np.array([data], dtype=object))
+            with pytest.raises(InferenceServerException) as raised:
+                client.infer(MODEL, [tensor], headers=dict(ct_service.auth_headers))
+            assert code in (raised.value.message() or ""), name
+    assert worker_peak_rss_mb(ct_service) < CT_WORKER_PEAK_BOUND_MB
+    only_prediction(post_image(ct_service, lung_slices[0].read_bytes()))

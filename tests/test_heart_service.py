@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import select
+import socket
 
+import grpc
 import httpx
 import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from medserve.heart.codes import CLASS_LABELS
+from medserve.heart.codes import CLASS_LABELS, FEATURE_NAMES
 from medserve.heart.data import load_kaggle
 from medserve.prediction_log import PredictionLog
 from medserve.settings import Settings
 from tests.heart_samples import VALID_PATIENT, dataset_patients
-from tests.servers import ServiceProcess, metric_value
+from tests.servers import ServiceProcess, metric_value, worker_peak_rss_mb
 from training.heart_risk import feedback_frame
 from training.registry import TRAINERS
 
@@ -190,6 +195,11 @@ def test_no_request_path_reaches_metrics_or_the_log(heart_service: ServiceProces
     for path in ("/patients/Maria-Souza-CPF-52998224725", "/review/Joana-Dark-1982"):
         assert httpx.get(f"{heart_service.url}{path}").status_code == 404
         assert httpx.post(f"{heart_service.url}{path}", json={}).status_code == 404
+    # Served routes whose path parameters carry the identifiers (templates: /predictions/{id}).
+    assert get(heart_service, "/predictions/Maria-Souza-CPF-52998224725").status_code == 404
+    v2_name = "/v2/models/Joana-Dark-1982/infer"
+    assert post(heart_service, v2_name, json={"inputs": []}).status_code in (400, 404)
+    assert predict(heart_service, [VALID_PATIENT]).status_code == 200
     metrics = httpx.get(f"{heart_service.url}/metrics")
     assert metrics.status_code == 200 and "medserve_request_duration_seconds" in metrics.text
     for text in (metrics.text, heart_service.log_text()):
@@ -278,3 +288,114 @@ def test_confirmed_feedback_becomes_training_data(heart_service: ServiceProcess)
     assert examples[prediction_id].inputs == patient
     frame = feedback_frame([examples[prediction_id]])
     assert frame.loc[0, "age"] == 71 and frame.loc[0, "cad"] == 1
+
+
+# -- limits before work (issue 19) ------------------------------------------------------------
+# The heart service runs with MEDSERVE_MAX_BODY_BYTES=65536 and 100 instances per request; its
+# workers peak at ~200-260 MB here. Every abuse below must leave that peak under this bound
+# (before the fixes: a chunked 800 MiB body peaked at 1.8 GB, a 57 MiB gRPC message +820 MB).
+WORKER_PEAK_BOUND_MB = 450
+
+
+def _chunked_upload(service: ServiceProcess, path: str, total_bytes: int) -> tuple[bytes, int]:
+    """POST `total_bytes` of JSON-looking padding as a chunked body (no Content-Length) over a
+    raw socket, stopping as soon as the server answers: (response head and body, bytes sent)."""
+    host, port = service.url.removeprefix("http://").split(":")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: {service.auth_headers['authorization']}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    chunk = b" " * (1024 * 1024)
+    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        opening = b'{"patients": ['
+        sock.sendall(head + f"{len(opening):x}\r\n".encode() + opening + b"\r\n")
+        while sent < total_bytes:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server has answered: stop sending
+            try:
+                sock.sendall(framed)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        sock.settimeout(30)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+    return answer, sent
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit(heart_service: ServiceProcess) -> None:
+    answer, sent = _chunked_upload(heart_service, "/predict", 800 * 1024 * 1024)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"body_too_large"' in answer
+    # Refused after the limit, not after the whole body: what was sent is socket buffers' worth.
+    assert sent < 64 * 1024 * 1024, sent
+    assert worker_peak_rss_mb(heart_service) < WORKER_PEAK_BOUND_MB
+    assert predict(heart_service, [VALID_PATIENT]).status_code == 200
+
+
+def test_form_posts_have_size_and_field_limits(heart_service: ServiceProcess) -> None:
+    """`POST /ui` read its form unbounded: a single 1 MB field was a 500."""
+    big_field = post(heart_service, "/ui", data={"age": "1" * 1_000_000})
+    assert big_field.status_code == 413 and big_field.json()["error"] == "body_too_large"
+    many = post(
+        heart_service,
+        "/ui",
+        content=b"&".join(b"f%d=1" % i for i in range(5000)),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert many.status_code == 422 and many.json()["error"] == "invalid_form"
+    fine = post(heart_service, "/ui", data={k: str(v) for k, v in VALID_PATIENT.items()})
+    assert fine.status_code == 200 and "form-errors" not in fine.text
+
+
+def _grpc_features(rows: int, columns: int = 13) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="heart_risk")
+    tensor = request.inputs.add()
+    tensor.name, tensor.datatype = "features", "FP64"
+    tensor.shape.extend([rows, columns])
+    row = [float(VALID_PATIENT[name]) for name in FEATURE_NAMES] + [1.0] * (columns - 13)
+    tensor.contents.fp64_contents.extend(row * rows)
+    return request
+
+
+def test_grpc_messages_are_limited_to_the_models_largest_request(
+    heart_service: ServiceProcess,
+) -> None:
+    """57 MiB of typed contents used to be accepted and turned into Python lists (+820 MB)."""
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(
+        grpc.insecure_channel(
+            heart_service.grpc_target, options=[("grpc.max_send_message_length", 2**30)]
+        )
+    )
+    metadata = list(heart_service.auth_headers.items())
+    huge = _grpc_features(rows=57 * 1024 * 1024 // (8 * 13))
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ModelInfer(huge, metadata=metadata, timeout=60)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # (More rows than allowed within the limit: test_oip_v2's refusal before conversion.)
+    with pytest.raises(grpc.RpcError) as wrong_shape:
+        stub.ModelInfer(_grpc_features(rows=2, columns=14), metadata=metadata, timeout=30)
+    assert wrong_shape.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    answered = stub.ModelInfer(_grpc_features(rows=100), metadata=metadata, timeout=30)
+    assert answered.outputs[0].shape[0] == 100
+    assert worker_peak_rss_mb(heart_service) < WORKER_PEAK_BOUND_MB
+
+
+def test_a_huge_declared_v2_shape_is_refused_before_conversion(
+    heart_service: ServiceProcess,
+) -> None:
+    body = {
+        "inputs": [
+            {"name": "features", "datatype": "FP64", "shape": [10**12, 13], "data": [1.0] * 13}
+        ]
+    }
+    refused = post(heart_service, "/v2/models/heart_risk/infer", json=body)
+    assert refused.status_code == 413 and "batch_too_large" in refused.json()["error"]

@@ -292,7 +292,17 @@ class DataPlane:
             )
             self._observe(api, "internal_error", started)
             return ServiceError(500, "internal_error", "unexpected server error")
-        self._observe(api, "ok", started)
+        elapsed = self._observe(api, "ok", started)
+        if self.settings.access_log:
+            log.info(
+                "request served",
+                extra={
+                    "request_id": request_id,
+                    "route": route,
+                    "api": api,
+                    "latency_ms": round(elapsed * 1000, 3),
+                },
+            )
         return result
 
     def _observe(self, api: str, outcome: str, started: float) -> float:

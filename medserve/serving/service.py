@@ -71,7 +71,9 @@ def bentoml_config(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers,
         "traffic": {"timeout": 60},
         "http": {"port": settings.http_port},
-        "logging": {"access": {"enabled": settings.access_log}},
+        # BentoML's access log prints the raw path, which can name a patient: the data plane
+        # logs calls itself, by route template (`MEDSERVE_ACCESS_LOG`).
+        "logging": {"access": {"enabled": False}},
         # Our own /metrics serves the medserve families (metrics.py says why BentoML's are off).
         "metrics": {"enabled": False},
         "tracing": {"excluded_urls": ",".join(HOT_PATHS)},
