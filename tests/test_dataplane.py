@@ -220,6 +220,24 @@ def test_a_refusal_is_logged_with_the_route_template_and_never_a_value(
     assert "987.654321" not in text and "SECRET" not in text
 
 
+def test_the_access_log_names_route_templates_never_raw_paths(
+    tmp_path: Path, json_log: io.StringIO
+) -> None:
+    """`MEDSERVE_ACCESS_LOG` logs every served call by its route template: a path parameter
+    (a prediction id, a v2 model name) is the caller's text and can carry a patient's name."""
+    serving = make_serving(tmp_path, access_log=True)
+    assert post(serving.http, "/predict", {"points": [{"x": 1.0, "flag": 0}]}).status_code == 200
+    run(lambda c: c.get("/predictions/Maria-Souza-CPF-52998224725"), serving.http)
+    run(lambda c: c.get("/v2/models/Joana-Dark-1982"), serving.http)
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    served = [line for line in lines if line["event"] == "request served"]
+    assert [line["route"] for line in served] == ["/predict"]
+    routes = {line.get("route") for line in lines}
+    assert {"/predictions/{prediction_id}", "/v2/models/{model}"} <= routes
+    text = json.dumps(lines)
+    assert "Maria" not in text and "Joana" not in text and "52998224725" not in text
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(serving: Serving) -> None:
     serving.model.delay_s = 0.005
 
