@@ -13,6 +13,7 @@ import pymupdf
 from ulid import ULID
 
 from medserve.anonymize.archive import zip_single
+from medserve.anonymize.budget import check_images, check_pages
 from medserve.anonymize.document import build_output, serialise
 from medserve.anonymize.errors import ExamRejected
 from medserve.anonymize.layouts import LayoutError, LayoutProfile, load_layouts
@@ -192,6 +193,16 @@ class Anonymizer:
             raise ExamRejected(
                 "wrong_page_count", f"{count} pages, expected {self.settings.page_count}"
             )
+        try:
+            # The budget, from object dictionaries alone: before any text, image or render.
+            check_pages(document, self.settings)
+            check_images(document, self.settings)
+        except ExamRejected:
+            document.close()
+            raise
+        except _MUPDF_ERRORS as error:
+            document.close()
+            raise ExamRejected("corrupt", f"objects unreadable ({type(error).__name__})") from None
         try:
             return reveal_hidden_layers(document)
         except _MUPDF_ERRORS as error:
