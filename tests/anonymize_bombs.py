@@ -66,6 +66,22 @@ def with_page_one_image(side_px: int, seed: int = 7) -> bytes:
     return document.tobytes()
 
 
+def with_inline_image(side_px: int, seed: int = 7) -> bytes:
+    """A valid exam whose page 1 draws a `side_px`² grey inline image (`BI ... ID ... EI` in a
+    content stream of its own: no image object, nothing for an object scan to find)."""
+    document = _base(seed)
+    page = document[0]
+    head = f"q 200 0 0 100 40 300 cm BI /W {side_px} /H {side_px} /CS /G /BPC 8 /F /Fl ID "
+    content = head.encode() + _zeros_flate(side_px * side_px) + b"\nEI Q"
+    stream = document.get_new_xref()
+    document.update_object(stream, "<< >>")
+    document.update_stream(stream, content)
+    contents = document.xref_get_key(page.xref, "Contents")
+    existing = contents[1].strip("[]") if contents[0] == "array" else contents[1]
+    document.xref_set_key(page.xref, "Contents", f"[{existing} {stream} 0 R]")
+    return document.tobytes()
+
+
 def with_tiny_text(line: str, seed: int = 7) -> bytes:
     """A valid exam with `line` drawn in 0.05 pt text in its report region on page 1."""
     document = _base(seed)

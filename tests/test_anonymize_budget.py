@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medserve.anonymize.anonymizer import AnonymizedExam
+from medserve.anonymize.budget import inline_images
 from medserve.anonymize.isolation import IsolatedAnonymizer
 from medserve.anonymize.layouts import BUILTIN_DIR
 from medserve.anonymize.page_two import bands, rasterise
@@ -29,6 +30,7 @@ from medserve.anonymize.settings import AnonymizerSettings
 from medserve.anonymize.synthetic import generate_exam
 from tests.anonymize_bombs import (
     crm_line,
+    with_inline_image,
     with_page_one_image,
     with_page_two_media_box,
     with_tiny_text,
@@ -119,6 +121,24 @@ def test_huge_image_on_page_one_is_refused_without_decoding(tmp_path: Path) -> N
     assert answer["peak_mib"] < BOMB_RSS_BOUND_MIB
 
 
+def test_huge_inline_image_is_refused_without_decoding(tmp_path: Path) -> None:
+    """The same 20000² image inline in page 1's content (no object): 932 MiB and anonymised
+    before its dictionary was read from the content streams."""
+    answer = measure(with_inline_image(20000), tmp_path, AnonymizerSettings(ocr_sample=0.0))
+    assert (
+        answer["reason"] == "image_too_large" and "inline image of 20000x20000" in answer["detail"]
+    )
+    assert answer["peak_mib"] < BOMB_RSS_BOUND_MIB
+
+
+def test_inline_image_dictionaries_are_read_whatever_their_data() -> None:
+    content = (
+        b"q BI /W 20 /Height 30 /CS /G ID \x00\x01EI\xff EI Q BI /W 5 /H 6 ID xx EI (BI) Tj"
+        b" BI /Width 7 /H 8 ID"
+    )
+    assert list(inline_images(content)) == [(20, 30), (5, 6), (7, 8)]
+
+
 def test_an_image_within_the_budget_is_processed(tmp_path: Path) -> None:
     """The image check counts pixels, it does not refuse images: a 2000² one passes."""
     settings = AnonymizerSettings(ocr_sample=0.0, dpi=300)
@@ -181,6 +201,8 @@ def test_a_killed_exam_process_quarantines_the_exam_and_the_worker_goes_on() -> 
         assert isinstance(anonymizer.process(pdf, "warm-up.pdf"), AnonymizedExam)
         pid = anonymizer.child_pid
         assert pid is not None
+        # The kernel's first choice when memory runs out, before the worker.
+        assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "1000"
         killer = threading.Timer(0.2, os.kill, (pid, signal.SIGKILL))
         killer.start()
         result = anonymizer.process(pdf, "exam.pdf")

@@ -12,6 +12,7 @@ survives and the next exam gets a fresh child. The child exits by itself when it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from medserve.anonymize.settings import AnonymizerSettings
 _READY = "ready"
 # How often an idle child checks that its parent is still there.
 PARENT_CHECK_SECONDS = 1.0
+OOM_SCORE_ADJ = 1000  # the most a process can ask for: killed before anything else
 
 Result = AnonymizedExam | QuarantineRecord
 
@@ -117,7 +119,8 @@ class IsolatedAnonymizer:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        with contextlib.suppress(Exception):  # at interpreter exit modules may be gone
+            self.close()
 
 
 def _describe(code: int | None) -> str:
@@ -141,11 +144,19 @@ class _DuplexPair(Connection):
         self._writer.close()
 
 
+def _first_for_the_oom_killer() -> None:
+    """Make this process the kernel's first choice when memory runs out (raising one's own
+    score needs no privilege): the exam is lost, its worker and the other exams are not."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as score:
+        score.write(str(OOM_SCORE_ADJ))
+
+
 def _serve(read_fd: int, write_fd: int, settings_json: str) -> None:
     """The child: build the anonymiser once, then answer exams until the parent goes."""
     inbox = Connection(read_fd, readable=True, writable=False)
     outbox = Connection(write_fd, readable=False, writable=True)
     parent = os.getppid()
+    _first_for_the_oom_killer()
     anonymizer = Anonymizer(AnonymizerSettings.model_validate_json(settings_json))
     outbox.send(_READY)
     while True:

@@ -136,6 +136,9 @@ def _worker_state(job: BlockJob) -> tuple[IsolatedAnonymizer, ObjectStore, Objec
     costs that child, never this worker."""
     config = job.model_dump_json(exclude={"objects"})
     if config not in _WORKER_STATE:
+        for anonymizer, _, _ in _WORKER_STATE.values():  # one exam process per worker at most
+            anonymizer.close()
+        _WORKER_STATE.clear()
         source, sink = open_stores(job)
         _WORKER_STATE[config] = (IsolatedAnonymizer(job.anonymizer), source, sink)
     return _WORKER_STATE[config]
