@@ -82,6 +82,27 @@ def with_inline_image(side_px: int, seed: int = 7) -> bytes:
     return document.tobytes()
 
 
+def with_inflating_content(decoded_bytes: int, seed: int = 7) -> bytes:
+    """A valid exam whose page 1 has one more content stream: `decoded_bytes` spaces (valid
+    content that draws nothing), Flate-compressed to about a thousandth of that."""
+    document = _base(seed)
+    page = document[0]
+    compressor = zlib.compressobj(9)
+    step = 16 * 1024 * 1024
+    data = b"".join(
+        compressor.compress(b" " * min(step, decoded_bytes - done))
+        for done in range(0, decoded_bytes, step)
+    )
+    stream = document.get_new_xref()
+    document.update_object(stream, "<< >>")
+    document.update_stream(stream, data + compressor.flush(), compress=False)
+    document.xref_set_key(stream, "Filter", "/FlateDecode")
+    contents = document.xref_get_key(page.xref, "Contents")
+    existing = contents[1].strip("[]") if contents[0] == "array" else contents[1]
+    document.xref_set_key(page.xref, "Contents", f"[{existing} {stream} 0 R]")
+    return document.tobytes()
+
+
 def with_tiny_text(line: str, seed: int = 7) -> bytes:
     """A valid exam with `line` drawn in 0.05 pt text in its report region on page 1."""
     document = _base(seed)

@@ -30,6 +30,7 @@ from medserve.anonymize.settings import AnonymizerSettings
 from medserve.anonymize.synthetic import generate_exam
 from tests.anonymize_bombs import (
     crm_line,
+    with_inflating_content,
     with_inline_image,
     with_page_one_image,
     with_page_two_media_box,
@@ -128,6 +129,16 @@ def test_huge_inline_image_is_refused_without_decoding(tmp_path: Path) -> None:
     assert (
         answer["reason"] == "image_too_large" and "inline image of 20000x20000" in answer["detail"]
     )
+    assert answer["peak_mib"] < BOMB_RSS_BOUND_MIB
+
+
+def test_inflating_content_stream_is_refused_while_decoding(tmp_path: Path) -> None:
+    """400 MB of content in 0.5 MB: MuPDF's own bomb guard stopped it at 503 MiB (`corrupt`);
+    it is now counted as it inflates and discarded."""
+    pdf = with_inflating_content(400 * 1024 * 1024)
+    assert len(pdf) < 1_000_000
+    answer = measure(pdf, tmp_path, AnonymizerSettings(ocr_sample=0.0))
+    assert answer["reason"] == "stream_too_large"
     assert answer["peak_mib"] < BOMB_RSS_BOUND_MIB
 
 

@@ -13,7 +13,12 @@ import pymupdf
 from ulid import ULID
 
 from medserve.anonymize.archive import zip_single
-from medserve.anonymize.budget import check_images, check_inline_images, check_pages
+from medserve.anonymize.budget import (
+    check_images,
+    check_inline_images,
+    check_pages,
+    check_streams,
+)
 from medserve.anonymize.document import build_output, serialise
 from medserve.anonymize.errors import ExamRejected
 from medserve.anonymize.layouts import LayoutError, LayoutProfile, load_layouts
@@ -206,6 +211,7 @@ class Anonymizer:
             # The budget, from object dictionaries alone: before any text, image or render.
             check_pages(document, self.settings)
             check_images(document, self.settings)
+            check_streams(document, self.settings)  # before any stream is read whole
             check_inline_images(document, self.settings)
         except ExamRejected:
             document.close()

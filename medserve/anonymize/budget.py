@@ -133,6 +133,22 @@ def content_streams(document: pymupdf.Document) -> set[int]:
     return {xref for xref in streams if 0 < xref < document.xref_length()}
 
 
+def check_streams(document: pymupdf.Document, settings: AnonymizerSettings) -> None:
+    """No stream but an image's inflates beyond `max_stream_bytes` (`stream_too_large`): each is
+    decoded through MuPDF's filters and discarded as it goes, so a 400 MB content stream stored
+    in 0.5 MB costs its decompression, not its size. Images are bounded by their pixel count."""
+    limit = settings.max_stream_bytes
+    pdf = pymupdf._as_pdf_document(document)
+    for xref in range(1, document.xref_length()):
+        if not document.xref_is_stream(xref):
+            continue
+        if document.xref_get_key(xref, "Subtype") == ("name", "/Image"):
+            continue
+        decoded = _mupdf.fz_skip(_mupdf.pdf_open_stream_number(pdf, xref), limit + 1)
+        if decoded > limit:
+            raise ExamRejected("stream_too_large", f"a stream inflating beyond {limit} bytes")
+
+
 def check_inline_images(document: pymupdf.Document, settings: AnonymizerSettings) -> None:
     """No inline image larger than `max_image_pixels`; `image_too_large` otherwise."""
     limit = settings.max_image_pixels

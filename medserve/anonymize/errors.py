@@ -17,6 +17,7 @@ RejectionCode = Literal[
     # The per-exam budget (settings.py): checked before the work it bounds.
     "page_too_large",
     "image_too_large",
+    "stream_too_large",
     "exam_timeout",
     # The exam's own process died (killed for memory by the kernel, or a crash inside MuPDF).
     "exam_crashed",

@@ -64,6 +64,12 @@ class AnonymizerSettings(BaseSettings):
         description="Width x height of any image in the file, read from its dictionary "
         "without decoding it (a 600 DPI A4 scan is 35 M).",
     )
+    max_stream_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Decoded size of any stream but an image (contents, fonts, forms), "
+        "measured by decoding it and discarding the bytes as they come.",
+    )
     max_render_pixels: int = Field(
         default=40_000_000,
         ge=1,
