@@ -216,7 +216,7 @@ def anonymize_file(
 ) -> None:
     """Anonymise one exam PDF into a ZIP (plus TARGET.json); exit 2 if it is quarantined."""
     from medserve.anonymize.anonymizer import AnonymizedExam, EnvironmentRefused, preflight
-    from medserve.anonymize.isolation import IsolatedAnonymizer
+    from medserve.anonymize.isolation import ExamProcessUnavailable, IsolatedAnonymizer
     from medserve.anonymize.settings import AnonymizerSettings
 
     settings = AnonymizerSettings()
@@ -225,8 +225,11 @@ def anonymize_file(
     except EnvironmentRefused as refusal:
         _refuse(refusal)
     # In a child process under MEDSERVE_ANON_EXAM_TIMEOUT_S, as in the pipeline.
-    with IsolatedAnonymizer(settings) as anonymizer:
-        result = anonymizer.process(source.read_bytes(), source.name)
+    try:
+        with IsolatedAnonymizer(settings) as anonymizer:
+            result = anonymizer.process(source.read_bytes(), source.name)
+    except ExamProcessUnavailable as error:
+        _refuse(error)
     record_path = target.with_name(target.name + ".json")
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(result, AnonymizedExam):

@@ -284,3 +284,29 @@ def test_the_issue_line_in_tiny_text_is_anonymised_quickly(tmp_path: Path) -> No
     else:
         assert QuarantineRecord.model_validate(record).reason != "exam_timeout"
     assert elapsed < 60, f"{elapsed:.1f} s"
+
+
+def test_an_exam_process_that_cannot_start_fails_the_block_and_blames_no_exam(
+    tmp_path: Path,
+) -> None:
+    """A broken environment on a worker (here: a layouts folder that is not there) fails the
+    block's exams, left for a re-run; nothing is quarantined and no task goes missing."""
+    from medserve.anonymize.pipeline import BlockJob, guarded_block
+    from medserve.anonymize.settings import PipelineSettings
+    from medserve.settings import Settings
+
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "exam.pdf").write_bytes(generate_exam(seed=12).pdf)
+    job = BlockJob(
+        input_uri=str(source),
+        output_uri=str(tmp_path / "out"),
+        retry_quarantined=False,
+        anonymizer=AnonymizerSettings(layouts_dir=tmp_path / "missing", ocr_sample=0.0),
+        pipeline=PipelineSettings(),
+        platform=Settings(),
+        objects=[("exam.pdf", (source / "exam.pdf").stat().st_size)],
+    )
+    (outcome,) = guarded_block(job)
+    assert (outcome.status, outcome.reason) == ("failed", "ExamProcessUnavailable")
+    assert not (tmp_path / "out" / "quarantine").exists()

@@ -36,6 +36,10 @@ OOM_SCORE_ADJ = 1000  # the most a process can ask for: killed before anything e
 Result = AnonymizedExam | QuarantineRecord
 
 
+class ExamProcessUnavailable(RuntimeError):
+    """The exam process cannot start (configuration, environment): no exam is to blame."""
+
+
 class IsolatedAnonymizer:
     """`Anonymizer.process`, each exam run in a child process under `exam_timeout_s`."""
 
@@ -58,12 +62,12 @@ class IsolatedAnonymizer:
 
     def process(self, data: bytes, key: str) -> Result:
         """Anonymise `data` in the child; `exam_timeout` or `exam_crashed` when it cannot."""
+        conn = self._ensure_child()  # a process that cannot start is not the exam's fault
         try:
-            conn = self._ensure_child()
             conn.send((data, key))
-        except (OSError, EOFError, TimeoutError) as error:
-            self.close()
-            rejection = ExamRejected("exam_crashed", f"exam process unavailable: {error}")
+        except OSError:  # it died between the start check and the send
+            code = self.close()
+            rejection = ExamRejected("exam_crashed", f"exam process ended ({_describe(code)})")
             return self.quarantine(key, len(data), rejection)
         if not conn.poll(self.settings.exam_timeout_s):
             self.close()
@@ -96,9 +100,13 @@ class IsolatedAnonymizer:
         os.close(from_child_w)
         self._conn = _DuplexPair(from_child_r, to_child_w)
         # Starting (imports, layouts, name lists) is not the exam's time.
-        if not self._conn.poll(self.settings.exam_start_timeout_s) or self._conn.recv() != _READY:
-            raise TimeoutError("exam process did not start")
-        return self._conn
+        try:
+            if self._conn.poll(self.settings.exam_start_timeout_s) and self._conn.recv() == _READY:
+                return self._conn
+        except (OSError, EOFError):
+            pass
+        code = self.close()
+        raise ExamProcessUnavailable(f"the exam process did not start ({_describe(code)})")
 
     def close(self) -> int | None:
         """Stop the child (killed: it may be stuck in C code); its exit code, if any."""

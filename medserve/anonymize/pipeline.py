@@ -256,8 +256,26 @@ def _ray_block(batch: dict[str, Any], template: BlockJob) -> dict[str, Any]:
     import numpy as np
 
     objects = [(str(k), int(s)) for k, s in zip(batch["key"], batch["size"], strict=True)]
-    outcomes = process_block(template.model_copy(update={"objects": objects}))
+    outcomes = guarded_block(template.model_copy(update={"objects": objects}))
     return {"outcome": np.array([o.model_dump_json() for o in outcomes], dtype=object)}
+
+
+def guarded_block(job: BlockJob) -> list[ExamOutcome]:
+    """`process_block`, an unforeseen error failing the block's exams (left for a re-run, the
+    run exits 1) instead of the task: only a worker's death makes a block go missing, so a
+    missing block means `worker_died`, never a bug or a configuration error."""
+    try:
+        return process_block(job)
+    except Exception as error:
+        return [
+            ExamOutcome(
+                input_key_sha256=key_digest(key),
+                status="failed",
+                reason=type(error).__name__,
+                input_bytes=size,
+            )
+            for key, size in job.objects
+        ]
 
 
 def lost_block(
@@ -344,7 +362,7 @@ def _run_alone(
     while deaths <= template.pipeline.worker_retries:
         with _pool(template, 1) as solo:
             try:
-                return solo.submit(process_block, job).result()
+                return solo.submit(guarded_block, job).result()
             except BrokenProcessPool:
                 deaths += 1
     return lost_block(template, sink, objects, deaths)
@@ -392,10 +410,10 @@ def run_process_pool(template: BlockJob, listing: Iterator[StoredObject]) -> Ite
             objects = [(item.key, item.size) for item in block]
             job = template.model_copy(update={"objects": objects})
             try:
-                future = pool.submit(process_block, job)
+                future = pool.submit(guarded_block, job)
             except BrokenProcessPool:  # a worker died since the last harvest
                 yield from harvest(list(pending), renew=True)
-                future = pool.submit(process_block, job)
+                future = pool.submit(guarded_block, job)
             pending[future] = objects
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
