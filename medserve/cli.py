@@ -215,20 +215,21 @@ def anonymize_file(
     target: Annotated[Path, typer.Argument(help="The output ZIP; its record goes beside it.")],
 ) -> None:
     """Anonymise one exam PDF into a ZIP (plus TARGET.json); exit 2 if it is quarantined."""
-    from medserve.anonymize.anonymizer import (
-        AnonymizedExam,
-        Anonymizer,
-        EnvironmentRefused,
-        preflight,
-    )
+    from medserve.anonymize.anonymizer import AnonymizedExam, EnvironmentRefused, preflight
+    from medserve.anonymize.isolation import ExamProcessUnavailable, IsolatedAnonymizer
     from medserve.anonymize.settings import AnonymizerSettings
 
     settings = AnonymizerSettings()
     try:
-        layouts = preflight(settings)
+        preflight(settings)
     except EnvironmentRefused as refusal:
         _refuse(refusal)
-    result = Anonymizer(settings, layouts).process(source.read_bytes(), source.name)
+    # In a child process under MEDSERVE_ANON_EXAM_TIMEOUT_S, as in the pipeline.
+    try:
+        with IsolatedAnonymizer(settings) as anonymizer:
+            result = anonymizer.process(source.read_bytes(), source.name)
+    except ExamProcessUnavailable as error:
+        _refuse(error)
     record_path = target.with_name(target.name + ".json")
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(result, AnonymizedExam):

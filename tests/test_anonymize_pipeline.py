@@ -387,6 +387,110 @@ def test_killed_ray_worker_is_retried_and_nothing_is_lost(
     check_output(Output.from_folder(out), small)
 
 
+def keep_killing(find: Any, driver: subprocess.Popen, deadline_s: float = 420) -> int:
+    """SIGKILL every worker `find` returns until the driver ends: a worker that always dies
+    (the kernel killing it, a node lost). Returns how many were killed."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + deadline_s
+    while driver.poll() is None and time.monotonic() < deadline:
+        for worker in find():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
+                killed.add(worker.pid)
+        time.sleep(0.05)
+    return len(killed)
+
+
+def check_worker_died(manifest: dict, out: Path, corpus: Corpus, killed: int) -> None:
+    """The run ended: every input accounted for, the lost ones quarantined as `worker_died`."""
+    retries = 1
+    counts = {k: manifest[k] for k in ("listed", "anonymized", "quarantined", "skipped", "failed")}
+    print(f"killed {killed} workers; {counts}, reasons {manifest['quarantine_reasons']}")
+    assert killed >= retries + 1, "no block was seen dying twice"
+    lost = manifest["quarantine_reasons"].get("worker_died", 0)
+    assert lost >= 1
+    assert manifest["anonymized"] + manifest["quarantined"] + manifest["skipped"] == len(
+        corpus.keys
+    )
+    entries = [
+        QuarantineRecord.model_validate_json(p.read_bytes())
+        for p in (out / "quarantine").glob("*.json")
+    ]
+    died = [e for e in entries if e.reason == "worker_died"]
+    assert len(died) == lost and all("died 2 times" in e.detail for e in died)
+    # A lost exam is quarantined, never both quarantined and output.
+    records = (
+        {p.stem for p in (out / "records").glob("*.json")} if (out / "records").is_dir() else set()
+    )
+    assert not records & {e.input_key_sha256 for e in died}
+
+
+def test_a_ray_worker_that_keeps_dying_is_retried_a_bounded_number_of_times(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    """Before issue 19 Ray retried such a task forever and the run never ended."""
+    small = Corpus(tmp_path / "small", count=2, seed=710)
+    out = tmp_path / "out"
+    env = {**os.environ, **FAST_ENV, **ray_head.env(), "MEDSERVE_ANON_WORKER_RETRIES": "1"}
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ray_jobs.anonymize",
+            str(small.root / "in"),
+            str(out),
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    killed = keep_killing(_anonymising_workers, driver)
+    stdout, _ = driver.communicate(timeout=60)
+    assert driver.returncode == 0, "the run did not finish complete"
+    check_worker_died(json.loads(stdout.strip().splitlines()[-1]), out, small, killed)
+
+
+def _pool_workers(driver: subprocess.Popen) -> list[psutil.Process]:
+    """The process pool's workers: the forkserver's children under this driver."""
+    try:
+        tree = psutil.Process(driver.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = process.parent()
+            if parent is not None and "forkserver" in " ".join(parent.cmdline()):
+                found.append(process)
+    return found
+
+
+def test_a_pool_worker_that_keeps_dying_is_retried_a_bounded_number_of_times(
+    tmp_path: Path,
+) -> None:
+    small = Corpus(tmp_path / "small", count=2, seed=720)
+    out = tmp_path / "out"
+    env = {**os.environ, **FAST_ENV, "MEDSERVE_ANON_WORKER_RETRIES": "1", "COLUMNS": "200"}
+    driver = subprocess.Popen(
+        [
+            sys.executable, "-m", "medserve.cli", "anonymize", str(small.root / "in"), str(out),
+            "--engine", "processpool",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    killed = keep_killing(lambda: _pool_workers(driver), driver)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 0, stderr[-3000:]
+    assert "worker_died" in stderr  # the summary counts them
+    (manifest_path,) = (out / "runs").glob("*.json")
+    check_worker_died(json.loads(manifest_path.read_text()), out, small, killed)
+
+
 # --------------------------------------------------------------------------- S3 faults
 
 

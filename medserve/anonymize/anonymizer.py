@@ -13,6 +13,12 @@ import pymupdf
 from ulid import ULID
 
 from medserve.anonymize.archive import zip_single
+from medserve.anonymize.budget import (
+    check_images,
+    check_inline_images,
+    check_pages,
+    check_streams,
+)
 from medserve.anonymize.document import build_output, serialise
 from medserve.anonymize.errors import ExamRejected
 from medserve.anonymize.layouts import LayoutError, LayoutProfile, load_layouts
@@ -68,6 +74,25 @@ def preflight(settings: AnonymizerSettings) -> list[LayoutProfile]:
     return layouts
 
 
+def quarantine_record(key: str, size: int, rejection: ExamRejected) -> QuarantineRecord:
+    """The quarantine entry of the input under `key` (only the key's hash is kept)."""
+    return QuarantineRecord(
+        ulid=str(ULID()),
+        input_key_sha256=key_digest(key),
+        original_size_bytes=size,
+        reason=rejection.code,
+        detail=rejection.detail,
+    )
+
+
+def check_input_size(settings: AnonymizerSettings, size: int) -> None:
+    """Refuse empty and oversized inputs before reading them."""
+    if size == 0:
+        raise ExamRejected("empty", "zero bytes")
+    if size > settings.max_input_bytes:
+        raise ExamRejected("too_large", f"{size} bytes, limit {settings.max_input_bytes}")
+
+
 def ocr_chosen(key: str, share: float) -> bool:
     """Whether the exam under `key` is OCR'd at sampling rate `share` (stable across re-runs)."""
     return int(key_digest(key)[:8], 16) < share * 16**8
@@ -110,20 +135,10 @@ class Anonymizer:
             return self.quarantine(key, len(data), rejection)
 
     def quarantine(self, key: str, size: int, rejection: ExamRejected) -> QuarantineRecord:
-        return QuarantineRecord(
-            ulid=str(ULID()),
-            input_key_sha256=key_digest(key),
-            original_size_bytes=size,
-            reason=rejection.code,
-            detail=rejection.detail,
-        )
+        return quarantine_record(key, size, rejection)
 
     def check_size(self, size: int) -> None:
-        """Refuse empty and oversized inputs before reading them."""
-        if size == 0:
-            raise ExamRejected("empty", "zero bytes")
-        if size > self.settings.max_input_bytes:
-            raise ExamRejected("too_large", f"{size} bytes, limit {self.settings.max_input_bytes}")
+        check_input_size(self.settings, size)
 
     def anonymize(self, data: bytes, key: str) -> AnonymizedExam:
         """Anonymise and verify one exam; raises `ExamRejected` with a reason otherwise."""
@@ -192,6 +207,18 @@ class Anonymizer:
             raise ExamRejected(
                 "wrong_page_count", f"{count} pages, expected {self.settings.page_count}"
             )
+        try:
+            # The budget, from object dictionaries alone: before any text, image or render.
+            check_pages(document, self.settings)
+            check_images(document, self.settings)
+            check_streams(document, self.settings)  # before any stream is read whole
+            check_inline_images(document, self.settings)
+        except ExamRejected:
+            document.close()
+            raise
+        except _MUPDF_ERRORS as error:
+            document.close()
+            raise ExamRejected("corrupt", f"objects unreadable ({type(error).__name__})") from None
         try:
             return reveal_hidden_layers(document)
         except _MUPDF_ERRORS as error:

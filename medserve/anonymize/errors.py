@@ -14,6 +14,15 @@ RejectionCode = Literal[
     "unknown_layout",
     "verification_failed",
     "anonymizer_error",
+    # The per-exam budget (settings.py): checked before the work it bounds.
+    "page_too_large",
+    "image_too_large",
+    "stream_too_large",
+    "exam_timeout",
+    # The exam's own process died (killed for memory by the kernel, or a crash inside MuPDF).
+    "exam_crashed",
+    # The pipeline worker holding the exam died more often than `worker_retries` allows.
+    "worker_died",
 ]
 
 

@@ -182,9 +182,34 @@ class KeptZones:
         return kept
 
 
-def _label_at_start(label: str) -> re.Pattern[str]:
-    words = r"\s{1,3}".join(re.escape(word) for word in squash(label).split())
-    return re.compile(r"\s{0,3}" + words + r"(?![a-z0-9])")
+def _words(text: str) -> str:
+    """`text`'s words, escaped, with one to three whitespace characters between them (never
+    an unbounded run: every layout pattern stays linear-time, see recognisers.py)."""
+    return r"\s{1,3}".join(re.escape(word) for word in squash(text).split())
+
+
+def label_at_start(label: str) -> re.Pattern[str]:
+    """A region's start or end label at the start of a segment."""
+    return re.compile(r"\s{0,3}" + _words(label) + r"(?![a-z0-9])")
+
+
+def label_with_colon(label: str) -> re.Pattern[str]:
+    """A field's label followed by its colon, anywhere in a segment."""
+    return re.compile(r"(?<![a-z0-9])" + _words(label) + r"\s{0,2}:")
+
+
+def marker_pattern(marker: str) -> re.Pattern[str]:
+    """A layout marker anywhere in a segment."""
+    return re.compile(_words(marker))
+
+
+def layout_patterns(profile: LayoutProfile) -> list[re.Pattern[str]]:
+    """Every pattern a profile's labels and markers become (its labels are site data)."""
+    one = profile.page_one
+    patterns = [marker_pattern(m) for m in profile.markers]
+    patterns += [label_with_colon(label) for f in one.fields for label in f.labels]
+    regions = [label for r in one.regions for label in (*r.start_labels, *r.end_labels)]
+    return patterns + [label_at_start(label) for label in regions]
 
 
 def _is_label(segment: TextLine, label: str) -> bool:
@@ -208,8 +233,7 @@ def _same_line(rows: list[Row], spec: KeptField) -> KeptValue | None:
         for segment in row.segments:
             folded = fold(segment.text)
             for label in spec.labels:
-                words = r"\s{1,3}".join(re.escape(w) for w in squash(label).split())
-                for match in re.finditer(r"(?<![a-z0-9])" + words + r"\s{0,2}:", folded):
+                for match in label_with_colon(label).finditer(folded):
                     found = _value(segment, match.end(), spec.value)
                     label_rect = segment.cover(match.start(), match.end())
                     if found and label_rect is not None:
@@ -256,8 +280,8 @@ _RELATIONS = {"same_line": _same_line, "column_right": _column_right, "line_belo
 
 
 def _region(rows: list[Row], spec: KeptRegion, page: pymupdf.Rect) -> pymupdf.Rect | None:
-    starts = [_label_at_start(label) for label in spec.start_labels]
-    ends = [_label_at_start(label) for label in spec.end_labels]
+    starts = [label_at_start(label) for label in spec.start_labels]
+    ends = [label_at_start(label) for label in spec.end_labels]
 
     def has(row: Row, patterns: list[re.Pattern[str]]) -> bool:
         return any(p.match(fold(s.text)) for p in patterns for s in row.segments)
@@ -276,7 +300,7 @@ def _region(rows: list[Row], spec: KeptRegion, page: pymupdf.Rect) -> pymupdf.Re
 def _markers(rows: list[Row], markers: list[str]) -> list[pymupdf.Rect]:
     rects: list[pymupdf.Rect] = []
     for marker in markers:
-        pattern = re.compile(r"\s{1,3}".join(re.escape(word) for word in squash(marker).split()))
+        pattern = marker_pattern(marker)
         for row in rows:
             for segment in row.segments:
                 for match in pattern.finditer(fold(segment.text)):

@@ -20,6 +20,7 @@ import multiprocessing
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -39,8 +40,15 @@ from rich.progress import (
 from rich.text import Text
 from ulid import ULID
 
-from medserve.anonymize.anonymizer import AnonymizedExam, Anonymizer, EnvironmentRefused, preflight
+from medserve.anonymize.anonymizer import (
+    AnonymizedExam,
+    Anonymizer,
+    EnvironmentRefused,
+    preflight,
+    quarantine_record,
+)
 from medserve.anonymize.errors import ExamRejected
+from medserve.anonymize.isolation import IsolatedAnonymizer
 from medserve.anonymize.metrics import RunMetrics
 from medserve.anonymize.records import StageSeconds, key_digest, utc_now
 from medserve.anonymize.settings import AnonymizerSettings, PipelineSettings
@@ -118,15 +126,21 @@ class RunManifest(BaseModel):
 
 # --------------------------------------------------------------------------- one worker's side
 
-_WORKER_STATE: dict[str, tuple[Anonymizer, ObjectStore, ObjectStore]] = {}
+_WORKER_STATE: dict[str, tuple[IsolatedAnonymizer, ObjectStore, ObjectStore]] = {}
 
 
-def _worker_state(job: BlockJob) -> tuple[Anonymizer, ObjectStore, ObjectStore]:
-    """The anonymiser and stores of this worker process, built once per distinct job config."""
+def _worker_state(job: BlockJob) -> tuple[IsolatedAnonymizer, ObjectStore, ObjectStore]:
+    """The anonymiser and stores of this worker process, built once per distinct job config.
+
+    Exams run in the anonymiser's child process (isolation.py): a stuck or memory-hungry exam
+    costs that child, never this worker."""
     config = job.model_dump_json(exclude={"objects"})
     if config not in _WORKER_STATE:
+        for anonymizer, _, _ in _WORKER_STATE.values():  # one exam process per worker at most
+            anonymizer.close()
+        _WORKER_STATE.clear()
         source, sink = open_stores(job)
-        _WORKER_STATE[config] = (Anonymizer(job.anonymizer), source, sink)
+        _WORKER_STATE[config] = (IsolatedAnonymizer(job.anonymizer), source, sink)
     return _WORKER_STATE[config]
 
 
@@ -167,7 +181,7 @@ def s3_metadata(exam: AnonymizedExam) -> dict[str, str]:
 
 
 def process_exam(
-    anonymizer: Anonymizer,
+    anonymizer: Anonymizer | IsolatedAnonymizer,
     source: ObjectStore,
     sink: ObjectStore,
     item: StoredObject,
@@ -242,19 +256,75 @@ def _ray_block(batch: dict[str, Any], template: BlockJob) -> dict[str, Any]:
     import numpy as np
 
     objects = [(str(k), int(s)) for k, s in zip(batch["key"], batch["size"], strict=True)]
-    outcomes = process_block(template.model_copy(update={"objects": objects}))
+    outcomes = guarded_block(template.model_copy(update={"objects": objects}))
     return {"outcome": np.array([o.model_dump_json() for o in outcomes], dtype=object)}
 
 
+def guarded_block(job: BlockJob) -> list[ExamOutcome]:
+    """`process_block`, an unforeseen error failing the block's exams (left for a re-run, the
+    run exits 1) instead of the task: only a worker's death makes a block go missing, so a
+    missing block means `worker_died`, never a bug or a configuration error."""
+    try:
+        return process_block(job)
+    except Exception as error:
+        return [
+            ExamOutcome(
+                input_key_sha256=key_digest(key),
+                status="failed",
+                reason=type(error).__name__,
+                input_bytes=size,
+            )
+            for key, size in job.objects
+        ]
+
+
+def lost_block(
+    template: BlockJob, sink: ObjectStore, objects: list[tuple[str, int]], deaths: int
+) -> list[ExamOutcome]:
+    """The exams of a block whose worker died `deaths` times (more than `worker_retries`):
+    quarantined as `worker_died` by the driver, unless a record shows an exam was finished
+    before its worker went (then it is done: skipped)."""
+    outcomes = []
+    for key, size in objects:
+        digest = key_digest(key)
+        try:
+            if sink.exists(record_key(digest)):
+                outcomes.append(ExamOutcome(input_key_sha256=digest, status="skipped"))
+                continue
+            rejection = ExamRejected("worker_died", f"its worker died {deaths} times")
+            entry = quarantine_record(key, size, rejection)
+            sink.write(quarantine_key(digest), entry.model_dump_json(indent=1).encode())
+            outcomes.append(
+                ExamOutcome(
+                    input_key_sha256=digest,
+                    status="quarantined",
+                    reason="worker_died",
+                    input_bytes=size,
+                )
+            )
+        except _storage_errors() as error:
+            outcomes.append(
+                ExamOutcome(input_key_sha256=digest, status="failed", reason=type(error).__name__)
+            )
+    return outcomes
+
+
 def run_ray(template: BlockJob, listing: Iterator[StoredObject]) -> Iterator[ExamOutcome]:
-    """Ray Data: each listing window becomes a dataset mapped in blocks over the CPU workers."""
+    """Ray Data: each listing window becomes a dataset mapped in blocks over the CPU workers.
+
+    A task whose worker dies is retried `worker_retries` times (Ray Data's default is forever,
+    which stalls a run on an exam that kills every worker); a block still failing is dropped
+    by Ray Data (`max_errored_blocks=-1`) and its exams, missing from the answers, are
+    quarantined as `worker_died` here."""
     import ray
 
     connect(log_to_driver=False, forward_environment=True)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours is the progress bar
     context.print_on_execution_start = False
+    context.max_errored_blocks = -1
     pipeline = template.pipeline
+    _, sink = open_stores(template)
     for window in chunks(listing, pipeline.listing_window):
         items = [{"key": item.key, "size": item.size} for item in window]
         blocks = max(1, math.ceil(len(items) / pipeline.files_per_block))
@@ -263,32 +333,93 @@ def run_ray(template: BlockJob, listing: Iterator[StoredObject]) -> Iterator[Exa
             batch_size=pipeline.files_per_block,
             fn_kwargs={"template": template},
             num_cpus=1,
-            # Tasks, not actors: Ray Data retries a task whose worker died (max_retries=-1 by
-            # default), and our per-process cache keeps the set-up cost to once per worker.
+            # Tasks, not actors: our per-process cache keeps the set-up cost to once per worker.
             compute=ray.data.TaskPoolStrategy(size=pipeline.workers),
+            max_retries=pipeline.worker_retries,
         )
+        answered: set[str] = set()
         for row in dataset.iter_rows():
-            yield ExamOutcome.model_validate_json(row["outcome"])
+            outcome = ExamOutcome.model_validate_json(row["outcome"])
+            answered.add(outcome.input_key_sha256)
+            yield outcome
+        lost = [(i.key, i.size) for i in window if key_digest(i.key) not in answered]
+        if lost:
+            yield from lost_block(template, sink, lost, pipeline.worker_retries + 1)
+
+
+def _pool(template: BlockJob, workers: int) -> ProcessPoolExecutor:
+    # forkserver: forking a process that holds boto3/Ray threads is unsafe.
+    context = multiprocessing.get_context("forkserver")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+def _run_alone(
+    template: BlockJob, sink: ObjectStore, objects: list[tuple[str, int]]
+) -> list[ExamOutcome]:
+    """A block whose pool broke, re-run in a pool of its own: a death there is its own."""
+    job = template.model_copy(update={"objects": objects})
+    deaths = 0
+    while deaths <= template.pipeline.worker_retries:
+        with _pool(template, 1) as solo:
+            try:
+                return solo.submit(guarded_block, job).result()
+            except BrokenProcessPool:
+                deaths += 1
+    return lost_block(template, sink, objects, deaths)
 
 
 def run_process_pool(template: BlockJob, listing: Iterator[StoredObject]) -> Iterator[ExamOutcome]:
-    """A process pool fed a bounded number of blocks ahead, as the source system ran."""
+    """A process pool fed a bounded number of blocks ahead, as the source system ran.
+
+    A dead worker breaks the whole pool (every block in flight fails, and which one killed it is
+    unknown), so the blocks in flight are re-run one at a time in pools of their own, where each
+    death counts against that block's `worker_retries`; then a fresh pool carries on."""
     pipeline = template.pipeline
-    # forkserver: forking a process that holds boto3/Ray threads is unsafe.
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=pipeline.workers, mp_context=context) as pool:
-        pending: set[Future[list[ExamOutcome]]] = set()
+    _, sink = open_stores(template)
+    pool = _pool(template, pipeline.workers)
+    pending: dict[Future[list[ExamOutcome]], list[tuple[str, int]]] = {}
+
+    def harvest(
+        done: Iterable[Future[list[ExamOutcome]]], renew: bool = False
+    ) -> Iterator[ExamOutcome]:
+        nonlocal pool
+        broken: list[list[tuple[str, int]]] = []
+        for future in done:
+            objects = pending.pop(future)
+            try:
+                yield from future.result()
+            except BrokenProcessPool:
+                broken.append(objects)
+        if broken or renew:  # the others in flight fail alike: collect, then re-run each alone
+            for future in list(pending):
+                objects = pending.pop(future)
+                try:
+                    yield from future.result()
+                except BrokenProcessPool:
+                    broken.append(objects)
+            pool.shutdown(wait=True, cancel_futures=True)
+            for objects in broken:
+                yield from _run_alone(template, sink, objects)
+            pool = _pool(template, pipeline.workers)
+
+    try:
         for block in chunks(listing, pipeline.files_per_block):
             if len(pending) >= 2 * pipeline.workers:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield from future.result()
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                yield from harvest(done)
             objects = [(item.key, item.size) for item in block]
-            pending.add(
-                pool.submit(process_block, template.model_copy(update={"objects": objects}))
-            )
-        for future in pending:
-            yield from future.result()
+            job = template.model_copy(update={"objects": objects})
+            try:
+                future = pool.submit(guarded_block, job)
+            except BrokenProcessPool:  # a worker died since the last harvest
+                yield from harvest(list(pending), renew=True)
+                future = pool.submit(guarded_block, job)
+            pending[future] = objects
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            yield from harvest(done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 ENGINES = {"ray": run_ray, "processpool": run_process_pool}

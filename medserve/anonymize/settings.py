@@ -51,6 +51,46 @@ class AnonymizerSettings(BaseSettings):
     max_input_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1024, description="Larger inputs are quarantined unread."
     )
+    # --- the budget per exam: each is checked before the work it bounds (`page_too_large`,
+    # `image_too_large`, `exam_timeout`); the defaults leave room for A3 pages at 600 DPI.
+    max_page_pt: float = Field(
+        default=1500.0,
+        ge=100.0,
+        description="Longest side of any page's media or crop box, in points (A3 is 1191).",
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="Width x height of any image in the file, read from its dictionary "
+        "without decoding it (a 600 DPI A4 scan is 35 M).",
+    )
+    max_stream_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Decoded size of any stream but an image (contents, fonts, forms), "
+        "measured by decoding it and discarding the bytes as they come.",
+    )
+    max_render_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="Pixels of the page-2 raster at `dpi` (A4 at 600 DPI is 35 M); a larger "
+        "page is refused before anything is rendered.",
+    )
+    render_band_pixels: int = Field(
+        default=16_000_000,
+        ge=100_000,
+        description="The tracing area is rendered in bands of at most this many pixels, so a "
+        "render holds the page raster plus one band (the default tracing area is one band).",
+    )
+    exam_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Wall-clock limit per exam; the exam runs in a child process that is "
+        "killed when it is exceeded (MuPDF calls cannot be interrupted in-process).",
+    )
+    exam_start_timeout_s: float = Field(
+        default=120.0, gt=0, description="Time the exam process may take to start."
+    )
 
 
 class PipelineSettings(BaseSettings):
@@ -75,4 +115,10 @@ class PipelineSettings(BaseSettings):
     )
     push_interval_seconds: float = Field(
         default=15.0, gt=0, description="Least time between two pushes while exams finish."
+    )
+    worker_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Times a block of exams is retried when its worker process dies (killed "
+        "by the kernel, a node lost); beyond that its exams are quarantined as `worker_died`.",
     )
