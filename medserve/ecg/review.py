@@ -234,8 +234,9 @@ class ReviewFilters(BaseModel):
     """The filters of `GET /review` as `list_beats` reads them (for the API contract)."""
 
     flag: Literal["all", "anomalous", "normal"] = "all"
-    since: date | None = Field(default=None, description="First day (UTC), YYYY-MM-DD.")
-    until: date | None = Field(default=None, description="Last day (UTC, inclusive).")
+    # The filter form sends an empty date when none is chosen: that is no filter.
+    since: date | Literal[""] | None = Field(default=None, description="First day (UTC).")
+    until: date | Literal[""] | None = Field(default=None, description="Last day (UTC, inclusive).")
 
 
 CONFIRM_FIELDS = {

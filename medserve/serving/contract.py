@@ -63,6 +63,7 @@ class RouteDoc:
     summary: str = ""
     description: str = ""
     query: type[BaseModel] | None = None
+    blank_query_is_absent: bool = False  # `?since=` is taken as no `since` (HTML forms send it)
     path: Mapping[str, ModelPart] = field(default_factory=dict)  # path parameter -> its values
     body: Body | None = None
     answers: Mapping[str, Body | None] = field(default_factory=dict)  # None: no body

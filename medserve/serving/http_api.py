@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route, Router
@@ -154,7 +155,12 @@ class HttpApi:
         failures included."""
         status, outcome = 500, "internal_error"
         try:
-            response = await self._checked_call(route, request, plane, access, request_id)
+            try:
+                response = await self._checked_call(route, request, plane, access, request_id)
+            except HTTPException as exc:
+                # Starlette's own refusals (`request.form()` on a malformed multipart body) are
+                # client mistakes: a 4xx in the shared shape, never the 500 of an unknown error.
+                raise ServiceError(exc.status_code, "bad_request", str(exc.detail)) from None
             status, outcome = response.status_code, "ok"
             return response
         except ServiceError as exc:
@@ -421,6 +427,7 @@ SHARED_ROUTES = (
         doc=RouteDoc(
             "Recent logged predictions of this service's model (audited)",
             query=PredictionQuery,
+            blank_query_is_absent=True,
             answers={"200": Body(PredictionRecord, many=True)},
             tag=_LOG,
         ),

@@ -133,9 +133,10 @@ def _path_parameters(path: str, doc: RouteDoc, schemas: _Schemas) -> list[dict[s
     return params
 
 
-def _query_parameters(query: type[BaseModel] | None) -> list[dict[str, Any]]:
+def _query_parameters(query: type[BaseModel] | None, blank_is_absent: bool) -> list[dict[str, Any]]:
     """Query parameters from the model that validates them (`null` dropped: a query string
-    cannot send it, an absent parameter is the null)."""
+    cannot send it, an absent parameter is the null; with `blank_is_absent` an empty value is
+    allowed too, and means the same)."""
     if query is None:
         return []
     schema = query.model_json_schema(by_alias=True)
@@ -150,6 +151,8 @@ def _query_parameters(query: type[BaseModel] | None) -> list[dict[str, Any]]:
             prop["anyOf"] = variants
         if prop.get("default", "") is None:
             del prop["default"]
+        if blank_is_absent:
+            prop = {"anyOf": [prop, {"type": "string", "maxLength": 0}]}
         param = {"name": name, "in": "query", "required": name in required, "schema": prop}
         if "description" in prop:
             param["description"] = prop["description"]
@@ -220,7 +223,8 @@ def _operation(route: HttpRoute, method: str, schemas: _Schemas, ids: set[str]) 
     }
     if doc.description:
         op["description"] = doc.description
-    params = _path_parameters(route.path, doc, schemas) + _query_parameters(doc.query)
+    query = _query_parameters(doc.query, doc.blank_query_is_absent)
+    params = _path_parameters(route.path, doc, schemas) + query
     if route.page and method == "GET":
         params.append(
             {
