@@ -10,6 +10,7 @@ on two cores; `bench/fuzz.py` runs the long fuzz.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -100,3 +101,37 @@ def test_contract_routes_answer_without_credentials(
 ) -> None:
     status, _, body = get(f"{heart_service.url}{path}")
     assert status == 200 and b"patients" in body
+
+
+# -- what fuzzing found (fixed in the shared layer) ----------------------------------------------
+def send(url: str, method: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(url, data=body or None, method=method, headers=headers or {})
+    try:
+        with _NO_PROXY.open(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_malformed_multipart_form_is_a_400_not_a_500(ecg_service: ServiceProcess) -> None:
+    headers = {
+        **bearer(Role.REVIEW),
+        "content-type": "multipart/form-data; boundary=7c51",
+    }
+    body = b"--7c51\r\nNone--7c51--\r\n"  # a part without headers
+    status, _, answer = send(
+        f"{ecg_service.url}/review/01ARZ3NDEKTSV4RRFFQ69G5FAV", "POST", body, headers
+    )
+    assert status == 400, answer
+    assert json.loads(answer)["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("path", ["/predictions/a%0Ab", "/v2/models/x%0A/ready", "/%0A"])
+def test_path_with_a_line_break_gets_the_shared_404(
+    heart_service: ServiceProcess, path: str
+) -> None:
+    status, headers, answer = send(
+        f"{heart_service.url}{path}", "GET", headers=bearer(Role.READ_LOG)
+    )
+    assert status == 404 and headers["content-type"] == "application/json"
+    assert json.loads(answer)["error"] == "not_found"

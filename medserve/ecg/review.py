@@ -284,7 +284,7 @@ REVIEW_ROUTES = (
         doc=RouteDoc(
             "Confirm a beat's label (feedback); redirects to the beat's page",
             body=Body(CONFIRM_FIELDS, FORM_TYPES),
-            answers={"303": Body({"type": "string"}, (HTML,), "Back to the beat's page.")},
+            answers={"303": None},  # to the beat's page, no body
             tag="pages",
         ),
     ),

@@ -37,6 +37,7 @@ DOC_PATH = "/openapi.json"
 PAGE_PATH = "/docs"
 COMPONENTS = "#/components/schemas/"
 BEARER, COOKIE = "bearerAuth", "sessionCookie"
+_TIME = "An RFC 3339 time with its offset (`2026-12-07T09:00:00Z`), or Unix seconds."
 _PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 # The page has no script: inline styles only, nothing fetched.
 PAGE_HEADERS = {
@@ -151,6 +152,9 @@ def _query_parameters(query: type[BaseModel] | None, blank_is_absent: bool) -> l
             prop["anyOf"] = variants
         if prop.get("default", "") is None:
             del prop["default"]
+        if prop.get("format") == "date-time":
+            # pydantic also reads a number as Unix seconds (UTC).
+            prop = {"anyOf": [prop, {"type": "number"}], "description": _TIME}
         if blank_is_absent:
             prop = {"anyOf": [prop, {"type": "string", "maxLength": 0}]}
         param = {"name": name, "in": "query", "required": name in required, "schema": prop}
@@ -185,6 +189,8 @@ def _responses(route: HttpRoute, method: str, schemas: _Schemas) -> dict[str, An
     for status, body in route.doc.answers.items():
         phrase = HTTPStatus(int(status)).phrase
         answer: dict[str, Any] = {"description": (body.description if body else "") or phrase}
+        if status.startswith("3"):
+            answer["headers"] = {"Location": {"schema": {"type": "string"}}}
         if body is not None:
             answer["content"] = _content(body, schemas, "serialization")
             if body.headers:
