@@ -21,8 +21,8 @@ from tests.auth_tokens import bearer
 from tests.fuzzing import fuzz_service
 from tests.servers import ServiceProcess, chromium_browser
 
-FUZZ_EXAMPLES = 8
-STATEFUL_EXAMPLES = 4
+FUZZ_EXAMPLES = 25
+STATEFUL_EXAMPLES = 10
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 

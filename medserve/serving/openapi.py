@@ -97,6 +97,8 @@ class _Schemas:
         self.used: dict[tuple[type[BaseModel], JsonSchemaMode], str] = {}
 
     def ref(self, source: type[BaseModel] | ModelPart, mode: JsonSchemaMode) -> dict[str, str]:
+        """A placeholder reference: pydantic names the components only once it sees every model
+        together (two models of one name, or one model in both modes, get distinct names)."""
         model = self.parts[source] if isinstance(source, ModelPart) else source
         key = (model, mode)
         placeholder = f"@@{len(self.used)}@@"
