@@ -39,7 +39,7 @@ def fuzz_and_check(name: str, service: ServiceProcess) -> None:
     assert report.cases >= report.operations * FUZZ_EXAMPLES  # every operation was reached
     assert report.stateful_steps > 0
     # Past auth: most answers are not 401/403, and some calls succeed.
-    assert report.statuses[401] + report.statuses[403] < report.cases / 4, report.statuses
+    assert report.statuses[401] + report.statuses[403] < report.cases / 3, report.statuses
     assert sum(n for status, n in report.statuses.items() if status < 300) > 0
     assert report.server_errors == 0, report.statuses
     assert report.failures == {}, "\n".join(f"{k}: {v}" for k, v in report.failures.items())
