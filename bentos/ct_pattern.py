@@ -9,6 +9,7 @@ import bentoml
 
 from medserve.ct.image_api import IMAGE_ROUTES
 from medserve.ct.model import MODEL_NAME, CtPatternModel
+from medserve.serving.path_guard import PathGuard
 from medserve.serving.service import MedserveService, bentoml_config, http_api
 from medserve.settings import get_settings
 
@@ -22,3 +23,6 @@ class CtPattern(MedserveService):
 
     model_class = CtPatternModel
     http = http
+
+
+CtPattern.add_asgi_middleware(PathGuard)  # paths BentoML cannot route, in the shared error shape

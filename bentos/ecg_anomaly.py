@@ -10,6 +10,7 @@ import bentoml
 from medserve.ecg.model import MODEL_NAME, EcgAnomalyModel
 from medserve.ecg.review import REVIEW_ROUTES
 from medserve.ecg.strip_api import STRIP_ROUTES
+from medserve.serving.path_guard import PathGuard
 from medserve.serving.service import MedserveService, bentoml_config, http_api
 from medserve.settings import get_settings
 
@@ -23,3 +24,6 @@ class EcgAnomaly(MedserveService):
 
     model_class = EcgAnomalyModel
     http = http
+
+
+EcgAnomaly.add_asgi_middleware(PathGuard)  # paths BentoML cannot route, in the shared error shape

@@ -9,6 +9,7 @@ import bentoml
 
 from medserve.heart.form import FORM_ROUTES
 from medserve.heart.model import MODEL_NAME, HeartRiskModel
+from medserve.serving.path_guard import PathGuard
 from medserve.serving.service import MedserveService, bentoml_config, http_api
 from medserve.settings import get_settings
 
@@ -22,3 +23,6 @@ class HeartRisk(MedserveService):
 
     model_class = HeartRiskModel
     http = http
+
+
+HeartRisk.add_asgi_middleware(PathGuard)  # paths BentoML cannot route, in the shared error shape

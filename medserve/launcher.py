@@ -222,12 +222,16 @@ def became_ready(service: RunningService, settings: Settings) -> bool:
 def summary_table(services: Iterable[RunningService]) -> Table:
     table = Table(
         "service",
-        caption="Every service: POST /predict, GET /model, /metrics, OIP v2 under /v2/models/.",
+        caption="Every service: POST /predict, GET /model, /metrics, OIP v2 under /v2/models/; "
+        "API docs at /docs, OpenAPI 3.1 at /openapi.json.",
     )
-    for heading in ("URL", "gRPC (OIP v2)"):  # links stay whole, never cut short
+    for heading in ("URL", "API docs", "gRPC (OIP v2)"):  # links stay whole, never cut short
         table.add_column(heading, no_wrap=True)
     for service in services:
-        table.add_row(service.entry.model, service.link, f"{service.host}:{service.grpc_port}")
+        docs = f"{service.base_url}/docs"
+        table.add_row(
+            service.entry.model, service.link, docs, f"{service.host}:{service.grpc_port}"
+        )
     return table
 
 

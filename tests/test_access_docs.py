@@ -47,4 +47,10 @@ def test_every_protected_route_has_a_role_and_only_probes_are_open() -> None:
     for entry in SERVICES.values():
         module = importlib.import_module(entry.target.split(":")[0])
         open_paths = {r.path for r in module.http.routes if r.role is None}
-        assert open_paths == {"/metrics", "/v2/health/live", "/v2/health/ready"}
+        assert open_paths == {
+            "/metrics",
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/openapi.json",
+            "/docs",
+        }

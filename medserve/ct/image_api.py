@@ -20,6 +20,7 @@ from medserve.ct.imaging import DecodedSlice, ImageRejected, Window, decode_slic
 from medserve.ct.model import CtPatternModel
 from medserve.ct.schema import CtSlice
 from medserve.ct.settings import get_ct_settings
+from medserve.serving.contract import BINARY_SCHEMA, Body, ModelPart, RouteDoc
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError, field_errors, validation_error
 from medserve.serving.http_api import HttpRoute, json_response, predictions_payload, read_body
@@ -93,7 +94,42 @@ async def saliency(request: Request, plane: DataPlane, request_id: str) -> Respo
     return Response(png, media_type="image/png", headers=headers)
 
 
+# The file itself is the body; the media type is not read (the bytes say what they are).
+IMAGE_TYPES = ("application/dicom", "image/png", "image/jpeg", "application/octet-stream")
+_SLICE = Body(BINARY_SCHEMA, IMAGE_TYPES, "A DICOM CT slice, or a lung-windowed PNG/JPEG.")
 IMAGE_ROUTES = (
-    HttpRoute("/predict/image", predict_image, PREDICT_API, Role.PREDICT, ("POST",)),
-    HttpRoute("/saliency", saliency, SALIENCY_API, Role.PREDICT, ("POST",)),
+    HttpRoute(
+        "/predict/image",
+        predict_image,
+        PREDICT_API,
+        Role.PREDICT,
+        ("POST",),
+        doc=RouteDoc(
+            "Classify one slice sent as the file itself",
+            query=ImageQuery,
+            body=_SLICE,
+            answers={"200": Body(ModelPart.PREDICT_ANSWER)},
+            tag="predict",
+        ),
+    ),
+    HttpRoute(
+        "/saliency",
+        saliency,
+        SALIENCY_API,
+        Role.PREDICT,
+        ("POST",),
+        doc=RouteDoc(
+            "Grad-CAM overlay (PNG) of one slice",
+            query=ImageQuery,
+            body=_SLICE,
+            answers={
+                "200": Body(
+                    BINARY_SCHEMA,
+                    ("image/png",),
+                    headers={"x-predicted-class": "The class the model predicted."},
+                )
+            },
+            tag="predict",
+        ),
+    ),
 )

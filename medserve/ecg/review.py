@@ -8,10 +8,12 @@ where `ray_jobs/train.py ecg_anomaly --with-feedback` reads labelled beats from.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from html import escape
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -20,10 +22,11 @@ from medserve.ecg.beats import beat_from_log
 from medserve.ecg.model import EcgAnomalyModel
 from medserve.ecg.settings import get_ecg_settings
 from medserve.prediction_log import PredictionRecord, UnknownPrediction
+from medserve.serving.contract import HTML, Body, RouteDoc
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError
 from medserve.serving.http_api import HttpRoute, read_form
-from medserve.serving.http_security import csrf_input, identity_of, touched
+from medserve.serving.http_security import CSRF_FIELD, csrf_input, identity_of, touched
 
 API = "review"
 FLAGS = {"all": None, "anomalous": 1, "normal": 0}
@@ -226,8 +229,62 @@ async def confirm_beat(request: Request, plane: DataPlane, request_id: str) -> R
     return RedirectResponse(f"/review/{prediction_id}", status_code=303)
 
 
+class ReviewFilters(BaseModel):
+    """The filters of `GET /review` as `list_beats` reads them (for the API contract)."""
+
+    flag: Literal["all", "anomalous", "normal"] = "all"
+    # The filter form sends an empty date when none is chosen: that is no filter.
+    since: date | Literal[""] | None = Field(default=None, description="First day (UTC).")
+    until: date | Literal[""] | None = Field(default=None, description="Last day (UTC, inclusive).")
+
+
+CONFIRM_FIELDS = {
+    "type": "object",
+    "properties": {
+        "anomalous": {"type": "string", "description": "`on` = anomalous; absent = normal."},
+        "reviewer": {"type": "string", "description": "Free-text name, cut to 128 characters."},
+        CSRF_FIELD: {"type": "string", "description": "Needed with the session cookie."},
+    },
+}
+_PAGE = Body({"type": "string"}, (HTML,))
 REVIEW_ROUTES = (
-    HttpRoute("/review", list_beats, API, Role.REVIEW, page=True),
-    HttpRoute("/review/{prediction_id}", show_beat, API, Role.REVIEW, page=True),
-    HttpRoute("/review/{prediction_id}", confirm_beat, API, Role.REVIEW, ("POST",), page=True),
+    HttpRoute(
+        "/review",
+        list_beats,
+        API,
+        Role.REVIEW,
+        page=True,
+        doc=RouteDoc(
+            "Recent scored beats (HTML, audited)",
+            query=ReviewFilters,
+            answers={"200": _PAGE},
+            tag="pages",
+        ),
+    ),
+    HttpRoute(
+        "/review/{prediction_id}",
+        show_beat,
+        API,
+        Role.REVIEW,
+        page=True,
+        doc=RouteDoc(
+            "One beat: plot, verdict, confirm form (HTML, audited)",
+            answers={"200": _PAGE},
+            tag="pages",
+        ),
+    ),
+    HttpRoute(
+        "/review/{prediction_id}",
+        confirm_beat,
+        API,
+        Role.REVIEW,
+        ("POST",),
+        page=True,
+        doc=RouteDoc(
+            "Confirm a beat's label (feedback); redirects to the beat's page",
+            body=Body(CONFIRM_FIELDS, FORM_TYPES),
+            answers={"303": None},  # to the beat's page, no body
+            tag="pages",
+        ),
+    ),
 )

@@ -22,6 +22,7 @@ from medserve.ecg.schema import (
 )
 from medserve.ecg.settings import get_ecg_settings
 from medserve.ecg.signal import SegmentedStrip, StripError, check_strip, segment_beats
+from medserve.serving.contract import Body, RouteDoc
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError
 from medserve.serving.http_api import HttpRoute, read_json_body
@@ -81,4 +82,18 @@ async def score_strip(request: Request, plane: DataPlane, request_id: str) -> Re
     return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
 
-STRIP_ROUTES = (HttpRoute("/strip", score_strip, API, Role.PREDICT, ("POST",)),)
+STRIP_ROUTES = (
+    HttpRoute(
+        "/strip",
+        score_strip,
+        API,
+        Role.PREDICT,
+        ("POST",),
+        doc=RouteDoc(
+            "Segment a raw single-lead strip and score every beat",
+            body=Body(StripRequest),
+            answers={"200": Body(StripResponse)},
+            tag="predict",
+        ),
+    ),
+)

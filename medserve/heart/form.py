@@ -16,9 +16,10 @@ from starlette.responses import HTMLResponse, Response
 from medserve.auth.roles import Role
 from medserve.heart.codes import CLASS_LABELS, FEATURES, FeatureSpec
 from medserve.heart.schema import HeartPatient, HeartPrediction
+from medserve.serving.contract import FORM, HTML, Body, RouteDoc
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.http_api import HttpRoute, read_form
-from medserve.serving.http_security import csrf_input
+from medserve.serving.http_security import CSRF_FIELD, csrf_input
 
 RESULT_TEXT_PT = {
     CLASS_LABELS[0]: "Sem doença arterial coronariana provável",
@@ -159,7 +160,38 @@ async def submit_form(request: Request, plane: DataPlane, request_id: str) -> Re
 
 
 API = "form"
+# What the form posts: each field as typed (coerced and validated like a JSON patient; a bad
+# value re-shows the form with its error), plus the CSRF token of browser sessions.
+FORM_FIELDS = {
+    "type": "object",
+    "properties": {
+        **{spec.name: {"type": "string", "description": spec.description} for spec in FEATURES},
+        CSRF_FIELD: {"type": "string", "description": "Needed with the session cookie."},
+    },
+}
+_PAGE = Body({"type": "string"}, (HTML,))
 FORM_ROUTES = (
-    HttpRoute("/ui", show_form, API, Role.PREDICT, ("GET",), page=True),
-    HttpRoute("/ui", submit_form, API, Role.PREDICT, ("POST",), page=True),
+    HttpRoute(
+        "/ui",
+        show_form,
+        API,
+        Role.PREDICT,
+        ("GET",),
+        page=True,
+        doc=RouteDoc("The heart-risk form (HTML)", answers={"200": _PAGE}, tag="pages"),
+    ),
+    HttpRoute(
+        "/ui",
+        submit_form,
+        API,
+        Role.PREDICT,
+        ("POST",),
+        page=True,
+        doc=RouteDoc(
+            "Submit the form: the answer page, or the form with each field's error (422)",
+            body=Body(FORM_FIELDS, (FORM,)),
+            answers={"200": _PAGE, "422": _PAGE},
+            tag="pages",
+        ),
+    ),
 )

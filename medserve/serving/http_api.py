@@ -24,7 +24,8 @@ from starlette.routing import BaseRoute, Match, Route, Router
 
 from medserve import model_store
 from medserve.auth.roles import Identity, Role
-from medserve.prediction_log import UnknownPrediction
+from medserve.prediction_log import PredictionRecord, UnknownPrediction
+from medserve.serving.contract import NO_DOC, Body, Link, ModelPart, RouteDoc
 from medserve.serving.dataplane import DataPlane, valid_request_id
 from medserve.serving.errors import ServiceError, field_errors, validation_error
 from medserve.serving.http_security import (
@@ -56,7 +57,8 @@ class HttpRoute:
     `oip` routes put "<code>: <message>" in `error` (the protocol's message field). `probe`
     routes (health, metrics) answer anyone, even before the model is loaded, uncounted: their
     handler gets the plane or None. `page` routes are HTML for browsers: they also accept the
-    session cookie, and their form posts need the CSRF checks (http_security.py)."""
+    session cookie, and their form posts need the CSRF checks (http_security.py). `doc` is
+    the route's API contract (`contract.py`, rendered at `/openapi.json` by `openapi.py`)."""
 
     path: str
     handler: Handler
@@ -66,6 +68,7 @@ class HttpRoute:
     oip: bool = False
     probe: bool = False
     page: bool = False
+    doc: RouteDoc = NO_DOC
 
     def __post_init__(self) -> None:
         if (self.role is None) != self.probe:
@@ -155,7 +158,12 @@ class HttpApi:
         failures included."""
         status, outcome = 500, "internal_error"
         try:
-            response = await self._checked_call(route, request, plane, access, request_id)
+            try:
+                response = await self._checked_call(route, request, plane, access, request_id)
+            except HTTPException as exc:
+                # Starlette's own refusals (`request.form()` on a malformed multipart body) are
+                # client mistakes: a 4xx in the shared shape, never the 500 of an unknown error.
+                raise ServiceError(exc.status_code, "bad_request", str(exc.detail)) from None
             status, outcome = response.status_code, "ok"
             return response
         except ServiceError as exc:
@@ -369,11 +377,110 @@ async def _metrics(request: Request, plane: DataPlane | None, request_id: str) -
     return Response(text, media_type=media_type)
 
 
+class FeedbackAnswer(BaseModel):
+    """`POST /feedback`'s answer."""
+
+    prediction_id: str
+    request_id: str
+
+
+class ModelCard(BaseModel):
+    """`GET /model`'s answer."""
+
+    model: str
+    model_tag: str
+    metrics: dict[str, Any]
+    input_schema: dict[str, Any] = Field(description="JSON Schema of one `/predict` instance.")
+
+
+# Stateful fuzzing and generated clients follow a prediction id from an answer to its record.
+_TO_RECORD = (
+    Link(
+        "GetPrediction",
+        "get_predictions_prediction_id",
+        {"prediction_id": "$response.body#/predictions/0/prediction_id"},
+    ),
+    Link(
+        "ReviewBeat",
+        "get_review_prediction_id",
+        {"prediction_id": "$response.body#/predictions/0/prediction_id"},
+    ),
+)
+_LOG = "prediction log"
 SHARED_ROUTES = (
-    HttpRoute("/metrics", _metrics, "metrics", None, probe=True),
-    HttpRoute("/predict", _predict, API_PREDICT, Role.PREDICT, ("POST",)),
-    HttpRoute("/feedback", _feedback, "feedback", Role.REVIEW, ("POST",)),
-    HttpRoute("/predictions", _list_predictions, "read", Role.READ_LOG),
-    HttpRoute("/predictions/{prediction_id}", _get_prediction, "read", Role.READ_LOG),
-    HttpRoute("/model", _model_info, "read", Role.PREDICT),
+    HttpRoute(
+        "/metrics",
+        _metrics,
+        "metrics",
+        None,
+        probe=True,
+        doc=RouteDoc(
+            "Prometheus metrics (no patient values)",
+            answers={"200": Body({"type": "string"}, ("text/plain",))},
+            tag="probes",
+        ),
+    ),
+    HttpRoute(
+        "/predict",
+        _predict,
+        API_PREDICT,
+        Role.PREDICT,
+        ("POST",),
+        doc=RouteDoc(
+            "Predict for a list of instances (JSON)",
+            body=Body(ModelPart.PREDICT_REQUEST),
+            answers={"200": Body(ModelPart.PREDICT_ANSWER)},
+            links=_TO_RECORD,
+            tag="predict",
+        ),
+    ),
+    HttpRoute(
+        "/feedback",
+        _feedback,
+        "feedback",
+        Role.REVIEW,
+        ("POST",),
+        doc=RouteDoc(
+            "Attach the confirmed outcome to a logged prediction",
+            "The body must be declared `application/json` (a cross-site form cannot send it).",
+            body=Body(FeedbackRequest),
+            answers={"200": Body(FeedbackAnswer)},
+            tag=_LOG,
+        ),
+    ),
+    HttpRoute(
+        "/predictions",
+        _list_predictions,
+        "read",
+        Role.READ_LOG,
+        doc=RouteDoc(
+            "Recent logged predictions of this service's model (audited)",
+            query=PredictionQuery,
+            blank_query_is_absent=True,
+            answers={"200": Body(PredictionRecord, many=True)},
+            tag=_LOG,
+        ),
+    ),
+    HttpRoute(
+        "/predictions/{prediction_id}",
+        _get_prediction,
+        "read",
+        Role.READ_LOG,
+        doc=RouteDoc(
+            "One logged prediction: inputs, outputs, tag, time (audited)",
+            answers={"200": Body(PredictionRecord)},
+            tag=_LOG,
+        ),
+    ),
+    HttpRoute(
+        "/model",
+        _model_info,
+        "read",
+        Role.PREDICT,
+        doc=RouteDoc(
+            "The served model: tag, metrics, instance schema",
+            answers={"200": Body(ModelCard)},
+            tag="predict",
+        ),
+    ),
 )

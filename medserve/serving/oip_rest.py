@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from medserve.auth.roles import Role
-from medserve.serving import oip
+from medserve.serving import oip, oip_schema
+from medserve.serving.contract import Body, ModelPart, RouteDoc
 from medserve.serving.dataplane import DataPlane, valid_request_id
 from medserve.serving.errors import ServiceError
 from medserve.serving.http_api import HttpRoute, read_body
@@ -189,20 +190,90 @@ def _infer_response(
 
 _MODEL = "/v2/models/{model}"
 _VERSIONED = "/v2/models/{model}/versions/{version}"
+_OIP = "oip v2"
+# The model (and version) in the path must be the served one: anything else is a 404.
+_PATH = {"model": ModelPart.MODEL_NAME, "version": ModelPart.MODEL_VERSION}
+_BINARY = "application/octet-stream"
+_INFER_DOC = RouteDoc(
+    "Open Inference Protocol v2 inference",
+    "JSON tensors, or the binary tensor extension: the JSON header of "
+    f"`{BINARY_HEADER}` bytes followed by the raw tensors (`application/octet-stream`).",
+    path=_PATH,
+    body=Body(InferRequest, ("application/json", _BINARY)),
+    answers={
+        "200": Body(
+            oip_schema.InferResponse,
+            ("application/json", _BINARY),
+            headers={BINARY_HEADER: "Length of the JSON header (binary answers only)."},
+        )
+    },
+    tag=_OIP,
+)
 OIP_REST_ROUTES = (
-    HttpRoute("/v2", _server_metadata, "read", Role.PREDICT, oip=True),
-    HttpRoute("/v2/health/live", _live, "read", None, oip=True, probe=True),
-    HttpRoute("/v2/health/ready", _ready, "read", None, oip=True, probe=True),
+    HttpRoute(
+        "/v2",
+        _server_metadata,
+        "read",
+        Role.PREDICT,
+        oip=True,
+        doc=RouteDoc("Server metadata", answers={"200": Body(oip_schema.ServerMetadata)}, tag=_OIP),
+    ),
+    HttpRoute(
+        "/v2/health/live",
+        _live,
+        "read",
+        None,
+        oip=True,
+        probe=True,
+        doc=RouteDoc("Liveness", answers={"200": Body(oip_schema.Live)}, tag="probes"),
+    ),
+    HttpRoute(
+        "/v2/health/ready",
+        _ready,
+        "read",
+        None,
+        oip=True,
+        probe=True,
+        doc=RouteDoc(
+            "Readiness (the model is loaded)",
+            answers={"200": Body(oip_schema.Ready), "503": Body(oip_schema.Ready)},
+            tag="probes",
+        ),
+    ),
     *(
-        HttpRoute(base, _model_metadata, "read", Role.PREDICT, oip=True)
+        HttpRoute(
+            base,
+            _model_metadata,
+            "read",
+            Role.PREDICT,
+            oip=True,
+            doc=RouteDoc(
+                "Model metadata: input and output tensors",
+                path=_PATH,
+                answers={"200": Body(oip_schema.ModelMetadata)},
+                tag=_OIP,
+            ),
+        )
         for base in (_MODEL, _VERSIONED)
     ),
     *(
-        HttpRoute(f"{base}/ready", _model_ready, "read", Role.PREDICT, oip=True)
+        HttpRoute(
+            f"{base}/ready",
+            _model_ready,
+            "read",
+            Role.PREDICT,
+            oip=True,
+            doc=RouteDoc(
+                "Model readiness",
+                path=_PATH,
+                answers={"200": Body(oip_schema.ModelReady)},
+                tag=_OIP,
+            ),
+        )
         for base in (_MODEL, _VERSIONED)
     ),
     *(
-        HttpRoute(f"{base}/infer", _infer, API, Role.PREDICT, ("POST",), oip=True)
+        HttpRoute(f"{base}/infer", _infer, API, Role.PREDICT, ("POST",), oip=True, doc=_INFER_DOC)
         for base in (_MODEL, _VERSIONED)
     ),
 )

@@ -29,6 +29,7 @@ from medserve.serving.http_security import HttpAccess
 from medserve.serving.model import ServedModel
 from medserve.serving.oip_grpc import start_grpc_server
 from medserve.serving.oip_rest import OIP_REST_ROUTES
+from medserve.serving.openapi import with_contract
 from medserve.serving.request_timeout import install as install_request_timeout
 from medserve.settings import Settings, get_settings
 
@@ -82,7 +83,7 @@ def bentoml_config(settings: Settings) -> dict[str, Any]:
 
 def http_api(model_routes: Sequence[HttpRoute] = ()) -> HttpApi:
     """A service's HTTP app: the shared routes, OIP v2 REST, then the model's own routes."""
-    return HttpApi([*SHARED_ROUTES, *OIP_REST_ROUTES, *model_routes])
+    return HttpApi(with_contract([*SHARED_ROUTES, *OIP_REST_ROUTES, *model_routes]))
 
 
 class MedserveService:
