@@ -123,7 +123,7 @@ def test_malformed_multipart_form_is_a_400_not_a_500(ecg_service: ServiceProcess
         f"{ecg_service.url}/review/01ARZ3NDEKTSV4RRFFQ69G5FAV", "POST", body, headers
     )
     assert status == 400, answer
-    assert json.loads(answer)["error"] == "bad_request"
+    assert json.loads(answer)["error"] == "invalid_form"
 
 
 @pytest.mark.parametrize("path", ["/predictions/a%0Ab", "/v2/models/x%0A/ready", "/%0A"])

@@ -268,7 +268,8 @@ def body_too_large(limit: int) -> ServiceError:
 
 async def read_form(request: Request, settings: Settings) -> FormData:
     """A form post (URL-encoded or multipart without files) under the body and field-count
-    limits; a malformed one is a 422, not Starlette's plain-text 400."""
+    limits; a malformed one (or one of too many fields) is a 400 `invalid_form` in the shared
+    shape, not Starlette's plain-text 400."""
     limit = settings.max_body_bytes
     await read_body(request, limit)
     try:
@@ -276,7 +277,7 @@ async def read_form(request: Request, settings: Settings) -> FormData:
         return await request.form(max_files=0, max_fields=fields, max_part_size=limit)
     except (MultiPartException, HTTPException) as exc:
         detail = getattr(exc, "message", None) or getattr(exc, "detail", "malformed form")
-        raise ServiceError(422, "invalid_form", f"unreadable form: {detail}") from None
+        raise ServiceError(400, "invalid_form", f"unreadable form: {detail}") from None
 
 
 async def read_json_body(request: Request, limit: int, declared: bool = False) -> bytes:
