@@ -4,9 +4,6 @@ SQLite and on a real PostgreSQL (tests/databases.py)."""
 from __future__ import annotations
 
 import multiprocessing
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +15,7 @@ from typer.testing import CliRunner
 
 from medserve.audit import AuditTrail
 from medserve.cli import app
+from medserve.database.commands import upgrade_command
 from medserve.database.engine import make_engine
 from medserve.database.retention import prune
 from medserve.database.schema import SchemaNotCurrent, head_revision, upgrade
@@ -30,7 +28,7 @@ from medserve.prediction_log import (
     new_ids,
     utcnow,
 )
-from medserve.settings import get_settings
+from medserve.settings import Settings, get_settings
 
 FORK = multiprocessing.get_context("fork")  # children start at once: no imports to redo
 
@@ -118,22 +116,30 @@ def test_six_services_refuse_at_once_on_a_database_not_migrated(empty_database: 
     assert len(answers) == 6
 
 
+def _upgrade_together(url: str, barrier: Any, answers: Any) -> None:
+    barrier.wait(timeout=60)
+    try:
+        answers.put(upgrade_command(Settings(database_url=url)))
+    except Exception as error:  # reported to the test, which fails on it
+        answers.put(f"failed: {type(error).__name__}: {error}")
+
+
 def test_two_upgrades_at_once_are_serialised(empty_database: str) -> None:
-    """Two upgrades started together (two `medserve up`, a retried hook Job): both succeed,
-    one migrates and the other finds the schema current."""
-    env = dict(os.environ, MEDSERVE_DATABASE_URL=empty_database)
-    command = [sys.executable, "-m", "medserve.database", "upgrade"]
+    """Two upgrades started together (two `medserve up`, a retried hook Job) in two processes:
+    both succeed, one migrates and the other finds the schema current. (The hook's own command
+    line runs for real in tests/test_chart_database.py.)"""
+    barrier, answers = FORK.Barrier(2), FORK.Queue()
     processes = [
-        subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
+        FORK.Process(target=_upgrade_together, args=(empty_database, barrier, answers))
         for _ in range(2)
     ]
-    outputs = [p.communicate(timeout=120) for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], outputs
-    said = sorted(out for out, _ in outputs)
-    assert "schema already at revision 0002" in said[0]
-    assert "schema upgraded from nothing to 0002" in said[1]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    said = sorted(answers.get(timeout=5) for _ in processes)
+    assert "schema already at revision 0002" in said[0], said
+    assert "schema upgraded from nothing to 0002" in said[1], said
     PredictionLog(empty_database)  # current
 
 
