@@ -11,13 +11,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field
-from sqlalchemy import JSON, DateTime, Index, Integer, String, insert, select
+from sqlalchemy import JSON, Index, Integer, String, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from medserve.auth.local import parse_duration
+from medserve.database.busy import bounded
+from medserve.database.schema import check_schema
+from medserve.database.types import UtcDateTime, as_utc
 from medserve.logs import get_logger
-from medserve.prediction_log import Base, as_utc, new_id, utcnow
+from medserve.prediction_log import Base, new_id, utcnow
+from medserve.settings import get_settings
 
 log = get_logger("audit")
 MAX_IDS = 500  # the most a single call touches (a page of the log)
@@ -27,7 +31,7 @@ class AuditRow(Base):
     __tablename__ = "audit_log"
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
     subject: Mapped[str] = mapped_column(String(256))
     role: Mapped[str | None] = mapped_column(String(32), nullable=True)
     model: Mapped[str] = mapped_column(String(64))
@@ -75,9 +79,16 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 class AuditTrail:
     """Writes and lists audit entries in the shared database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, timeout_s: float | None = None) -> None:
+        """Refuses (SchemaNotCurrent) a database not at this release's schema revision;
+        `timeout_s` bounds `record_async` (default `MEDSERVE_DATABASE_TIMEOUT_S`)."""
         self.engine = engine
-        Base.metadata.create_all(engine, tables=[AuditRow.__table__])  # type: ignore[list-item]
+        self.timeout_s = get_settings().database_timeout_s if timeout_s is None else timeout_s
+        check_schema(engine)
+
+    async def record_async(self, entry: AuditEntry) -> None:
+        """`record` off the event loop, waited for at most `timeout_s` (else DatabaseBusy)."""
+        await bounded(None, self.timeout_s, self.record, entry)
 
     def record(self, entry: AuditEntry) -> None:
         """Store the entry (committed before return) and log it."""

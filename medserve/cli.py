@@ -317,7 +317,12 @@ def audit(
         start = parse_since(since)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
-    trail = AuditTrail(make_engine(get_settings().resolved_database_url))
+    from medserve.database.schema import SchemaNotCurrent
+
+    try:
+        trail = AuditTrail(make_engine(get_settings().resolved_database_url))
+    except SchemaNotCurrent as refusal:
+        _refuse(refusal)
     entries = trail.entries(start, subject, limit)
     if as_json:
         for entry in entries:
@@ -335,6 +340,41 @@ def audit(
             f"{entry.status} {entry.outcome}",
         )
     Console().print(table)
+
+
+db_app = typer.Typer(
+    no_args_is_help=True,
+    help="The shared database (MEDSERVE_DATABASE_URL, default the SQLite file under the home).",
+)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to this release's schema (services refuse an older one)."""
+    from medserve.database.commands import upgrade_command
+
+    console.print(upgrade_command(get_settings()), soft_wrap=True, highlight=False)
+
+
+@db_app.command("prune")
+def db_prune(
+    days: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Retention in days (default MEDSERVE_PREDICTION_LOG_RETENTION_DAYS)."
+        ),
+    ] = None,
+) -> None:
+    """Delete predictions (and their feedback) older than the retention, in batches."""
+    from medserve.database.commands import CommandRefused, prune_command
+    from medserve.database.schema import SchemaNotCurrent
+
+    try:
+        report = prune_command(get_settings(), days)
+    except (CommandRefused, SchemaNotCurrent) as refusal:
+        _refuse(refusal)
+    console.print(report, soft_wrap=True, highlight=False)
 
 
 @app.command()

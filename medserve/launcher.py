@@ -416,6 +416,16 @@ def _signal_session(process: subprocess.Popen[bytes], sig: signal.Signals) -> No
         os.killpg(process.pid, sig)
 
 
+def upgrade_database(settings: Settings) -> str:
+    """Migrate the shared database to this release's schema (what `medserve db upgrade` does)."""
+    from medserve.database.commands import upgrade_command
+
+    try:
+        return upgrade_command(settings)
+    except Exception as error:  # the message, not a traceback: a URL or a lock is the usual cause
+        raise LaunchFailed(f"database upgrade failed: {type(error).__name__}: {error}") from None
+
+
 class Launcher:
     """The `up` loop: services of stored models at once, the rest as their trainings end."""
 
@@ -472,6 +482,8 @@ class Launcher:
             soft_wrap=True,
         )
         self.check_machine()
+        # Once, before any service starts: services refuse a schema that is not current.
+        self.step(upgrade_database(self.settings))
         # Before any service starts: in local mode this creates the signing key they all trust.
         self.access = OperatorAccess.for_operator(get_auth_settings())
         self.step(f"access control: {self.access.mode.value} mode")
@@ -613,6 +625,11 @@ def serve(
 ) -> int:
     """`medserve serve`: one service in the foreground, its output on the terminal; the table
     once it is ready; until it exits, Ctrl-C, SIGTERM or SIGHUP."""
+    try:
+        console.print(upgrade_database(settings), highlight=False, soft_wrap=True)
+    except LaunchFailed as failure:
+        report_failure(console, failure)
+        return 1
     with stop_signals_interrupt_once():
         service = start_service(entry, settings, workers=workers, ports=ports)
         try:

@@ -3,7 +3,9 @@
 SQLite file by default, any SQLAlchemy URL (PostgreSQL in production) by `MEDSERVE_DATABASE_URL`.
 Writes use group commit: concurrent requests hand their rows to one writer thread, which commits
 them in one transaction and then releases all of them, so the answer can wait for durability
-without one fsync per request.
+without one fsync per request. Request handlers make their other calls through `run` (a thread
+of a small executor, a bounded wait: medserve/database/busy.py). The schema is Alembic's
+(medserve/database/): the log only checks, at construction, that it is current.
 """
 
 from __future__ import annotations
@@ -16,31 +18,26 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
-from pydantic_core import to_json
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    create_engine,
-    event,
-    insert,
-    inspect,
-    select,
-    text,
-)
+from pydantic import AliasChoices, BaseModel, Field
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from ulid import ULID
+
+from medserve.database.busy import bounded
+from medserve.database.engine import make_engine as make_engine  # re-exported
+from medserve.database.schema import check_schema
+from medserve.database.types import UtcDateTime
+from medserve.database.types import as_utc as as_utc  # re-exported
+from medserve.settings import get_settings
+
+T = TypeVar("T")
 
 
 def new_id() -> str:
@@ -78,8 +75,9 @@ class PredictionRow(Base):
     model: Mapped[str] = mapped_column(String(64))
     model_tag: Mapped[str] = mapped_column(String(128))
     request_id: Mapped[str] = mapped_column(String(64))
-    transport: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The API that answered (`http_json`, `grpc`, `form`, ...): the metrics' `api` label.
+    api: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
     # The predicted class (heart: 1 = CAD; ECG: 1 = anomalous), so review lists filter on an
@@ -104,7 +102,7 @@ class FeedbackRow(Base):
     reviewer: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # The authenticated subject who confirmed it (the token's `sub`); `reviewer` is free text.
     confirmed_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class PredictionRecord(BaseModel):
@@ -114,7 +112,8 @@ class PredictionRecord(BaseModel):
     model: str
     model_tag: str
     request_id: str
-    transport: str
+    # `transport` is the name before schema revision 0002 (issue 16 renamed the metric label).
+    api: str = Field(validation_alias=AliasChoices("api", "transport"))
     created_at: datetime
     inputs: dict[str, Any]
     outputs: dict[str, Any]
@@ -134,61 +133,10 @@ class UnknownPrediction(LookupError):
     """Feedback named a prediction id that the log does not have."""
 
 
-def _to_json(value: Any) -> str:
-    return to_json(value).decode()
-
-
 # A SQLite log is checkpointed (WAL pages copied into the database, with an fsync) by a thread of
 # its own at this interval, never by a committing writer: SQLite's automatic checkpoint runs in
 # the commit that crosses 1,000 WAL pages and stalled every answer waiting on it for tens of ms.
 SQLITE_CHECKPOINT_INTERVAL_S = 1.0
-
-
-def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL and a busy timeout so several workers can share the file."""
-    is_sqlite = url.startswith("sqlite")
-    # A network database can drop idle connections; a local SQLite file cannot.
-    # pydantic-core's Rust JSON encoder: the stdlib one spent milliseconds per group on ECG
-    # rows (two arrays of 140 floats per beat) while holding the GIL.
-    engine = create_engine(url, pool_pre_ping=not is_sqlite, json_serializer=_to_json)
-    if is_sqlite:
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
-            cursor.close()
-
-    Base.metadata.create_all(engine)
-    _add_missing_columns(engine)
-    return engine
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Additive migration for logs created by an older release (new nullable columns only).
-
-    `create_all` creates missing tables but never alters existing ones; a release that needs more
-    than an added nullable column must ship a real migration.
-    """
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = [column for column in table.columns if column.name not in present]
-        if not missing:
-            continue
-        with engine.begin() as connection:
-            for column in missing:
-                if not column.nullable:
-                    raise RuntimeError(f"{table.name}.{column.name} needs a migration")
-                kind = column.type.compile(dialect=engine.dialect)
-                connection.execute(
-                    text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
-                )
-        for index in table.indexes:
-            index.create(engine, checkfirst=True)
 
 
 Waiter = Future[None] | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
@@ -284,8 +232,19 @@ class SqliteWriters:
 class PredictionLog:
     """Read/write access to the log; `record` is group-committed by a background thread."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(
+        self, url: str, timeout_s: float | None = None, threads: int | None = None
+    ) -> None:
+        """Open the log at `url`, refusing (SchemaNotCurrent) a database `medserve db upgrade`
+        has not brought to this release's schema. `timeout_s` bounds every wait on the
+        database (default `MEDSERVE_DATABASE_TIMEOUT_S`); `threads` run handlers' calls."""
+        settings = get_settings()
+        self.timeout_s = settings.database_timeout_s if timeout_s is None else timeout_s
+        self.engine = make_engine(url, self.timeout_s)
+        check_schema(self.engine)
+        self._calls = ThreadPoolExecutor(
+            threads or settings.database_threads, thread_name_prefix="prediction-log-call"
+        )
         is_file = (
             url.startswith("sqlite") and (self.engine.url.database or ":memory:") != ":memory:"
         )
@@ -294,6 +253,11 @@ class PredictionLog:
         self._queue: queue.SimpleQueue[tuple[Sequence[LogRow], Waiter]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`call(*args, **kwargs)` (one of the methods below) off the event loop, waited for at
+        most `timeout_s`; a wait that runs out raises `DatabaseBusy`."""
+        return await bounded(self._calls, self.timeout_s, call, *args, **kwargs)
 
     # -- writing ---------------------------------------------------------------------------------
     def record(self, records: Sequence[PredictionRecord]) -> Future[None]:
@@ -457,11 +421,6 @@ class PredictionLog:
             ]
 
 
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _record(row: PredictionRow) -> PredictionRecord:
     created = as_utc(row.created_at)
     return PredictionRecord(
@@ -469,7 +428,7 @@ def _record(row: PredictionRow) -> PredictionRecord:
         model=row.model,
         model_tag=row.model_tag,
         request_id=row.request_id,
-        transport=row.transport,
+        api=row.api,
         created_at=created,
         inputs=row.inputs,
         outputs=row.outputs,

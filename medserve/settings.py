@@ -29,6 +29,26 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the prediction log; default is a SQLite file under `home`.",
     )
+    database_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Longest a request waits on the database (a held lock, a slow statement): "
+        "SQLite's busy timeout, PostgreSQL's lock and statement timeouts, and the handlers' "
+        "wait. Past it the call answers 503 `database_busy` (retryable).",
+    )
+    database_threads: int = Field(
+        default=4, ge=1, le=64, description="Threads per worker running handlers' database calls."
+    )
+    prediction_log_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="`medserve db prune` deletes predictions (and their feedback) older than "
+        "this many days; unset keeps everything (prune then refuses to run).",
+    )
+    prediction_log_prune_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Predictions deleted per prune transaction."
+    )
     s3_endpoint_url: str | None = Field(
         default=None, description="Endpoint of an S3-compatible store (SeaweedFS, MinIO)."
     )

@@ -25,11 +25,13 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 import pytest  # noqa: E402
 
+from tests.databases import PostgresCluster, postgres_cluster  # noqa: E402
 from tests.servers import (  # noqa: E402
     ServiceProcess,
     free_port,
     medserve_service,
     running_process,
+    upgrade_once,
     wait_for_http,
 )
 
@@ -47,6 +49,40 @@ ECG_TEST_TRAINING = {
 @pytest.fixture(scope="session")
 def session_home() -> Path:
     return _SESSION_HOME
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_database() -> str:
+    """The session's default database, migrated once (as `medserve up` does): code that opens
+    the log in-process (training with feedback, the CLI) finds the schema current."""
+    from medserve.settings import Settings
+
+    url = Settings(home=_SESSION_HOME).resolved_database_url
+    upgrade_once(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster on 127.0.0.1 for the session (tests/databases.py)."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database of each backend (not migrated)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.database()
+
+
+@pytest.fixture
+def database(empty_database: str) -> str:
+    """The URL of a migrated, empty database of each backend."""
+    upgrade_once(empty_database)
+    return empty_database
 
 
 @pytest.fixture(scope="session")

@@ -590,6 +590,26 @@ def wait_for_metric(service: ServiceProcess, series: str, timeout_s: float = 15)
         time.sleep(0.1)
 
 
+_UPGRADED: set[str] = set()
+
+
+def upgrade_once(url: str) -> None:
+    """Migrate the database at `url` once per test session (what `medserve up` does)."""
+    from medserve.database.schema import upgrade
+
+    if url not in _UPGRADED:
+        upgrade(url)
+        _UPGRADED.add(url)
+
+
+def service_database(env: dict[str, str]) -> str:
+    """The database URL a service started with `env` opens."""
+    from medserve.settings import Settings
+
+    url = env.get("MEDSERVE_DATABASE_URL") or None
+    return Settings(home=Path(env["MEDSERVE_HOME"]), database_url=url).resolved_database_url
+
+
 @contextlib.contextmanager
 def medserve_service(
     target: str,
@@ -604,6 +624,7 @@ def medserve_service(
     is a command prefix that execs the rest (e.g. a read-only root filesystem sandbox). Each
     service gets its own BentoML home sharing the model store of `env["BENTOML_HOME"]`.
     """
+    upgrade_once(service_database(env))  # services refuse a database not yet migrated
     port, grpc_port = _free_ports(2)
     log_path = workdir / f"service-{port}.log"
     env = env | {"BENTOML_HOME": str(_own_bentoml_home(Path(env["BENTOML_HOME"]), workdir, port))}

@@ -70,19 +70,29 @@ def test_bento_requirements_are_the_locked_ones_without_dev_dependencies(bento: 
     assert {"bentoml", "onnxruntime", "pydicom"} <= installed
 
 
+# Run by name in the image: the chart's schema-migration Job (`python -m medserve.database`).
+IMAGE_ENTRY_POINTS = ["medserve.database.__main__"]
+
+
+def migration_scripts() -> set[str]:
+    """Alembic's environment and revisions: loaded by path by the migration, never imported."""
+    folder = ROOT / "medserve" / "database" / "migrations"
+    return {module_name(path) for path in folder.rglob("*.py")}
+
+
 def serving_modules() -> set[str]:
-    """Every project module the services import (statically, local imports included), with the
-    packages that hold them."""
+    """Every project module the services and the image's entry points import (statically, local
+    imports included), with the packages that hold them, and the migration scripts."""
     graph = import_graph()
     needed: set[str] = set()
-    pending = [entry.target.split(":")[0] for entry in SERVICES.values()]
+    pending = [entry.target.split(":")[0] for entry in SERVICES.values()] + IMAGE_ENTRY_POINTS
     while pending:
         module = pending.pop()
         if module not in needed:
             needed.add(module)
             pending.extend(graph[module])
     packages = {".".join(m.split(".")[:i]) for m in needed for i in range(1, m.count(".") + 1)}
-    return needed | packages
+    return needed | packages | migration_scripts()
 
 
 def test_bento_holds_the_serving_code_and_nothing_else(bento: Path) -> None:

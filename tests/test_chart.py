@@ -278,9 +278,10 @@ def test_baked_models_are_copied_to_the_pod_home_only_without_a_model_store() ->
     for values, baked in (((), True), ((PRODUCTION_VALUES,), False)):
         for deployment in of_kind(render(values), "Deployment").values():
             pod = deployment["spec"]["template"]["spec"]
-            assert ("initContainers" in pod) is baked
+            inits = {c["name"]: c for c in pod.get("initContainers", [])}
+            assert ("copy-baked-models" in inits) is baked
             if baked:
-                (init,) = pod["initContainers"]
+                init = inits["copy-baked-models"]
                 init_env = {e["name"]: e["value"] for e in init["env"]}
                 assert init_env["BENTOML_HOME"] == env_of(deployment)["BENTOML_HOME"]
                 assert init_env["BAKED_BENTOML_HOME"] == "/home/bentoml"

@@ -112,7 +112,8 @@ def pod(
     model = request.param
     spec = deployments[resource_name(model)]["spec"]["template"]["spec"]
     (container,) = spec["containers"]
-    (init,) = spec["initContainers"]
+    inits = {c["name"]: c for c in spec["initContainers"]}
+    init = inits["copy-baked-models"]
     home: Path = tmp_path_factory.mktemp(f"pod-{model}")
     env = pod_env(container, secrets)
     # The init container copies the image's baked store into the pod's writable home; here the
@@ -122,6 +123,11 @@ def pod(
     baked = {"BAKED_BENTOML_HOME": os.environ["BENTOML_HOME"], "BENTOML_HOME": env["BENTOML_HOME"]}
     copied = subprocess.run([*sandbox(home), *init["command"]], env=os.environ | baked, text=True)
     assert copied.returncode == 0
+    # The pod's own SQLite log gets its schema from the second init container (no shared DB).
+    migrate = inits["migrate-database"]
+    migrate_env = pod_env(migrate) | {"MEDSERVE_HOME": str(home), "HOME": str(home)}
+    migrated = subprocess.run([*sandbox(home), *migrate["command"]], env=os.environ | migrate_env)
+    assert migrated.returncode == 0
     (home / "tmp").mkdir()  # the pod's /tmp emptyDir
     env |= {
         "MEDSERVE_HOME": str(home),

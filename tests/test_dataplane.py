@@ -37,7 +37,7 @@ from medserve.serving.service import http_api
 from medserve.settings import Settings
 from tests.auth_tokens import client_headers
 from tests.fake_model import FakeModel, PointAnswer
-from tests.servers import free_port
+from tests.servers import free_port, upgrade_once
 
 T = TypeVar("T")
 JSON = {"content-type": "application/json"}
@@ -67,6 +67,7 @@ def make_serving(tmp_path: Path, **overrides: Any) -> Serving:
         **overrides,
     )
     model = FakeModel()
+    upgrade_once(settings.resolved_database_url)
     plane = DataPlane(model, settings, PredictionLog(settings.resolved_database_url))
     # The session's signing key (conftest), so `client_headers()` tokens are trusted; the
     # test client's Host is `test`.
@@ -152,7 +153,7 @@ def test_predict_answers_every_instance_logs_it_and_counts_it(serving: Serving) 
     assert len({a.prediction_id for a in answers}) == 3
     for answer, point in zip(answers, points, strict=True):
         record = serving.plane.log.get(answer.prediction_id)
-        assert record is not None and record.transport == "http_json"
+        assert record is not None and record.api == "http_json"
         assert record.inputs == {"x": point["x"], "flag": point["flag"]}
         assert record.outputs == {
             "score": answer.score,
@@ -325,7 +326,7 @@ def test_another_models_prediction_is_neither_shown_nor_labelled(serving: Servin
                 model="heart_risk",
                 model_tag="heart_risk:x",
                 request_id="r",
-                transport="http_json",
+                api="http_json",
                 created_at=utcnow(),
                 inputs={"age": 63},
                 outputs={"probability": 0.9},
@@ -386,7 +387,7 @@ def test_v2_rest_answers_the_declared_output_tensors(serving: Serving) -> None:
     assert outputs["detail"]["shape"] == [2, 3] and outputs["detail"]["datatype"] == "FP32"
     ids = outputs["prediction_id"]["data"]
     record = serving.plane.log.get(ids[1])
-    assert record is not None and record.transport == "v2_rest" and record.request_id == "r-1"
+    assert record is not None and record.api == "v2_rest" and record.request_id == "r-1"
     assert serving.model.trusted_calls == 1  # valid tensors took the vectorised path
 
 
@@ -464,7 +465,7 @@ def test_grpc_unary_infer_and_its_status_codes(serving: Serving) -> None:
         assert result.as_numpy("score").tolist() == [0.3, 0.6]
         assert result.get_response().id == "g-1"
         (prediction_id,) = result.as_numpy("prediction_id")[1:]
-        assert serving.plane.log.get(prediction_id.decode()).transport == "grpc"  # type: ignore[union-attr]
+        assert serving.plane.log.get(prediction_id.decode()).api == "grpc"  # type: ignore[union-attr]
         with pytest.raises(InferenceServerException) as invalid:
             await client.infer("fake", [grpc_input([[30, 0]])], headers=client_headers())
         assert invalid.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT)

@@ -71,7 +71,7 @@ def test_fill_submit_and_read_the_result(
     assert page.locator("#chart path, #chart circle").count() >= 1
     prediction_id = page.inner_text("#prediction-id")
     stored = httpx.get(f"{heart_service.url}/predictions/{prediction_id}", headers=auth).json()
-    assert stored["transport"] == "form"
+    assert stored["api"] == "form"
     assert stored["inputs"] == VALID_PATIENT
 
 

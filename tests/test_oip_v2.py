@@ -182,7 +182,7 @@ def test_v2_predictions_go_to_the_shared_log(heart_service: ServiceProcess, tran
     )
     prediction_id = result.as_numpy("prediction_id")[0].decode()
     record = stored(heart_service, prediction_id)
-    assert record["transport"] == ("grpc" if transport == "grpc" else "v2_rest")
+    assert record["api"] == ("grpc" if transport == "grpc" else "v2_rest")
     assert record["inputs"]["chol"] == VALID_PATIENT["chol"]
 
 
@@ -213,7 +213,7 @@ def test_official_client_streams_answers_and_errors_by_request_id(
     assert len(errors) == 1 and "features.0.chol" in str(errors[0])
     prediction_id = by_id["s2"].as_numpy("prediction_id")[0].decode()
     record = stored(heart_service, prediction_id)
-    assert record["transport"] == "grpc_stream" and record["request_id"] == "s2"
+    assert record["api"] == "grpc_stream" and record["request_id"] == "s2"
 
 
 def _bad_cases() -> list[tuple[str, dict[str, Any]]]:

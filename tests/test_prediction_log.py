@@ -1,14 +1,17 @@
-"""The shared prediction log: group commit, feedback, labelled examples."""
+"""The shared prediction log on SQLite and on a real PostgreSQL: group commit, feedback,
+labelled examples, UTC instants, and old rows after the migrations."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from datetime import timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
 
+from medserve.audit import AuditEntry, AuditTrail
+from medserve.database.engine import make_engine
+from medserve.database.schema import upgrade
 from medserve.prediction_log import (
     PredictionLog,
     PredictionRecord,
@@ -16,6 +19,8 @@ from medserve.prediction_log import (
     new_ids,
     utcnow,
 )
+
+PLUS_FIVE = timezone(timedelta(hours=5))
 
 
 def _record(
@@ -26,7 +31,7 @@ def _record(
         model=model,
         model_tag=f"{model}:v1",
         request_id="req",
-        transport="http_json",
+        api="http_json",
         created_at=utcnow() - timedelta(seconds=age_s),
         inputs={"x": value},
         outputs={"class": value % 2},
@@ -40,8 +45,8 @@ def test_ids_are_unique_sortable_ulids() -> None:
     assert all(len(i) == 26 for i in ids)
 
 
-def test_concurrent_records_are_all_committed(tmp_path: Path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+def test_concurrent_records_are_all_committed(database: str) -> None:
+    log = PredictionLog(database)
     ids = new_ids(500)
 
     async def write() -> None:
@@ -54,11 +59,11 @@ def test_concurrent_records_are_all_committed(tmp_path: Path) -> None:
     stored = log.get(ids[123])
     assert stored is not None
     assert stored.inputs == {"x": 123}
-    assert stored.created_at.tzinfo is not None
+    assert stored.created_at.tzinfo is not None and stored.api == "http_json"
 
 
-def test_feedback_needs_a_known_prediction_and_latest_wins(tmp_path: Path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+def test_feedback_needs_a_known_prediction_and_latest_wins(database: str) -> None:
+    log = PredictionLog(database)
     (pid,) = new_ids(1)
     log.record([_record(pid)]).result(timeout=10)
     with pytest.raises(UnknownPrediction):
@@ -73,19 +78,19 @@ def test_feedback_needs_a_known_prediction_and_latest_wins(tmp_path: Path) -> No
     assert log.labelled("other") == []
 
 
-def test_failed_commit_is_reported_to_the_caller(tmp_path: Path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+def test_failed_commit_is_reported_to_the_caller(database: str) -> None:
+    log = PredictionLog(database)
     (pid,) = new_ids(1)
     log.record([_record(pid)]).result(timeout=10)
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(Exception, match=r"UNIQUE|duplicate key"):
         log.record([_record(pid)]).result(timeout=10)  # duplicate primary key
     (other,) = new_ids(1)
     log.record([_record(other)]).result(timeout=10)  # the writer survived
     assert log.get(other) is not None
 
 
-def test_recent_filters_by_class_and_time_window(tmp_path: Path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+def test_recent_filters_by_class_and_time_window(database: str) -> None:
+    log = PredictionLog(database)
     ids = new_ids(6)
     # ages 0, 100, 200, ... seconds; classes alternate 0/1
     records = [_record(pid, value=n, age_s=100 * n) for n, pid in enumerate(ids)]
@@ -105,21 +110,74 @@ def test_recent_filters_by_class_and_time_window(tmp_path: Path) -> None:
     assert log.feedback_of(ids[3]) is None
 
 
-def test_log_of_an_older_release_gains_the_new_column(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(path) as db:  # the issue-2 schema, without predicted_class
-        db.execute(
-            "CREATE TABLE predictions (id VARCHAR(26) PRIMARY KEY, model VARCHAR(64), "
-            "model_tag VARCHAR(128), request_id VARCHAR(64), transport VARCHAR(16), "
-            "created_at DATETIME, inputs JSON, outputs JSON)"
+def test_one_instant_in_any_offset_selects_the_same_rows(database: str) -> None:
+    """Times are UTC instants: `since`/`until` given as +05:00 or as Z mean the same moment
+    (on SQLite the offset used to be dropped: 0 rows as +05:00, 1 as Z)."""
+    log = PredictionLog(database)
+    base = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    ids = new_ids(3)
+    rows = [_record(pid, value=n) for n, pid in enumerate(ids)]
+    for n, row in enumerate(rows):  # 11:00, 12:00, 13:00 UTC; the middle one stored as +05:00
+        moment = base + timedelta(hours=n - 1)
+        row.created_at = moment.astimezone(PLUS_FIVE) if n == 1 else moment
+    log.record(rows).result(timeout=10)
+    log.add_feedback("m", ids[1], {"label": 1})
+    for since, until in [
+        (base, base + timedelta(minutes=30)),
+        (base.astimezone(PLUS_FIVE), (base + timedelta(minutes=30)).astimezone(PLUS_FIVE)),
+    ]:
+        assert [r.id for r in log.recent("m", since=since, until=until)] == [ids[1]]
+        assert [e.prediction_id for e in log.labelled("m", since, until)] == [ids[1]]
+    stored = log.get(ids[1])
+    assert (
+        stored is not None
+        and stored.created_at == base
+        and stored.created_at.utcoffset() == (timedelta(0))
+    )
+    trail = AuditTrail(log.engine)
+    entry = AuditEntry(
+        at=base.astimezone(PLUS_FIVE), subject="s", role=None, model="m", method="GET",
+        route="/predictions", status=200, outcome="ok", request_id="r",
+    )  # fmt: skip
+    trail.record(entry)
+    assert [e.id for e in trail.entries(since=base)] == [entry.id]
+    assert [e.id for e in trail.entries(since=base.astimezone(PLUS_FIVE))] == [entry.id]
+    assert trail.entries(since=base + timedelta(seconds=1)) == []
+
+
+OLD_PREDICTIONS = (  # the issue-2 schema: no predicted_class yet, `transport` not yet `api`
+    "CREATE TABLE predictions (id VARCHAR(26) PRIMARY KEY, model VARCHAR(64) NOT NULL, "
+    "model_tag VARCHAR(128) NOT NULL, request_id VARCHAR(64) NOT NULL, "
+    "transport VARCHAR(16) NOT NULL, created_at {time} NOT NULL, inputs JSON NOT NULL, "
+    "outputs JSON NOT NULL)"
+)
+
+
+def test_a_log_of_an_older_release_is_adopted_and_its_rows_still_read(empty_database: str) -> None:
+    """A database the releases before Alembic created (no version table): the upgrade adds what
+    later releases added and renames `transport`; the old row reads, with its API."""
+    engine = make_engine(empty_database)
+    time_type = "TIMESTAMP WITH TIME ZONE" if engine.dialect.name == "postgresql" else "DATETIME"
+    with engine.begin() as connection:
+        connection.execute(text(OLD_PREDICTIONS.format(time=time_type)))
+        connection.execute(
+            text(
+                "INSERT INTO predictions VALUES ('01J00000000000000000000000', 'm', 'm:v1', "
+                "'r', 'grpc', '2026-01-01 00:00:00', '{}', '{}')"
+            )
         )
-        db.execute(
-            "INSERT INTO predictions VALUES ('01J00000000000000000000000', 'm', 'm:v1', 'r', "
-            "'http_json', '2026-01-01 00:00:00', '{}', '{}')"
-        )
-    log = PredictionLog(f"sqlite:///{path}")
+    engine.dispose()
+    assert upgrade(empty_database).before is None
+    log = PredictionLog(empty_database)
     (old,) = log.recent("m")
-    assert old.predicted_class is None
+    assert old.predicted_class is None and old.api == "grpc"
+    assert old.created_at == datetime(2026, 1, 1, tzinfo=UTC)
     (pid,) = new_ids(1)
     log.record([_record(pid, value=1)]).result(timeout=10)
     assert [r.id for r in log.recent("m", predicted_class=1)] == [pid]
+    log.add_feedback("m", pid, {"label": 1}, confirmed_by="dr")  # feedback table created too
+
+
+def test_a_record_given_with_the_old_field_name_still_validates() -> None:
+    legacy = {k: v for k, v in _record(new_ids(1)[0]).model_dump().items() if k != "api"}
+    assert PredictionRecord.model_validate(legacy | {"transport": "form"}).api == "form"

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite and benchmarks need beyond Python: Debian's prometheus (+promtool),
 # prometheus-pushgateway (the anonymiser's batch metrics), chromium (real browser tests), tesseract
-# with Portuguese data (anonymiser OCR check), wrk and h2load (benchmarks), and uv itself.
-# Idempotent; needs root for apt.
+# with Portuguese data (anonymiser OCR check), postgresql (the prediction log's production
+# database: tests start a throwaway cluster of their own, tests/databases.py), wrk and h2load
+# (benchmarks), and uv itself. Idempotent; needs root for apt.
+#
+# PostgreSQL's initdb and server refuse to run as root; the tests run them as the `postgres`
+# user this package creates (runuser), so root (CI) and ordinary users both work. The package's
+# own cluster (`main`) is not used.
 set -euo pipefail
 
 # The anonymiser's OCR: Tesseract with Portuguese data (it refuses to start without them).
@@ -32,6 +37,7 @@ command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 mapfile -t -O "${#missing[@]}" missing < <(ocr_missing)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"

@@ -207,7 +207,7 @@ class DataPlane:
                 "model": model.name,
                 "model_tag": model.tag,
                 "request_id": request_id,
-                "transport": api,
+                "api": api,
                 "created_at": now,
                 "inputs": logged_inputs,
                 "outputs": outputs,

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import re
@@ -32,6 +31,7 @@ from medserve.auth.authenticator import Authenticator, Credentials, bearer_of
 from medserve.auth.roles import Identity, Role
 from medserve.auth.settings import AuthSettings, CookieSecure
 from medserve.auth.tokens import read_or_create_secret
+from medserve.database.busy import DatabaseBusy
 from medserve.serving.errors import ServiceError
 
 SESSION_COOKIE = "medserve_session"
@@ -209,7 +209,20 @@ class HttpAccess:
             outcome=outcome,
             request_id=request_id,
         )
-        await asyncio.to_thread(self.audit.record, entry)
+        try:
+            await self.audit.record_async(entry)
+        except DatabaseBusy as busy:  # fail closed: nothing shown that is not on record
+            raise database_busy(busy) from None
+
+
+def database_busy(busy: DatabaseBusy) -> ServiceError:
+    """The retryable answer of a call the database could not serve in time."""
+    return ServiceError(
+        503,
+        "database_busy",
+        "the database is busy; retry later",
+        headers={"Retry-After": str(busy.retry_after_s)},
+    )
 
 
 def protect_headers(response: Response) -> Response:
