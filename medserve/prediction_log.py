@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from ulid import ULID
 
-from medserve.database.busy import bounded
+from medserve.database.busy import DatabaseBusy, bounded, is_busy
 from medserve.database.engine import make_engine as make_engine  # re-exported
 from medserve.database.schema import check_schema
 from medserve.database.types import UtcDateTime
@@ -272,8 +272,14 @@ class PredictionLog:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._enqueue(rows, (loop, done))
-        if wait:
+        if not wait:
+            return
+        try:
             await done
+        except Exception as error:
+            if is_busy(error):
+                raise DatabaseBusy(self.timeout_s) from None
+            raise
 
     def _enqueue(self, rows: Sequence[LogRow], waiter: Waiter) -> None:
         if self._writer is None or not self._writer.is_alive():

@@ -41,8 +41,8 @@ def serving(
 
 @contextmanager
 def write_lock_held(url: str) -> Iterator[None]:
-    """Another connection holds the lock feedback needs until the block ends: SQLite's write
-    lock (BEGIN EXCLUSIVE), or PostgreSQL's table lock on `feedback`."""
+    """Another connection holds the lock writers need until the block ends: SQLite's write
+    lock (BEGIN EXCLUSIVE), or PostgreSQL's table locks on the log's tables."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         holder: Any = sqlite3.connect(parsed.database or "", isolation_level=None)
@@ -52,7 +52,7 @@ def write_lock_held(url: str) -> Iterator[None]:
             f"host={parsed.host} port={parsed.port} user={parsed.username} dbname={parsed.database}"
         )
         holder = psycopg.connect(dsn)
-        holder.execute("LOCK TABLE feedback, audit_log IN ACCESS EXCLUSIVE MODE")
+        holder.execute("LOCK TABLE predictions, feedback, audit_log IN ACCESS EXCLUSIVE MODE")
     try:
         yield
     finally:
@@ -99,3 +99,28 @@ def test_a_held_lock_gives_503_database_busy_and_readiness_stays_quick(
     assert seen["after"].status_code == 200  # the lock is gone: feedback works again
     log = serving.plane.log
     assert log.feedback_of(seen["prediction_id"]) == {"label": 1}
+
+
+def test_a_prediction_whose_log_commit_is_blocked_is_a_503_not_a_500(
+    serving: Serving, empty_database: str
+) -> None:
+    """The group commit waits on the same bound: the answer is only sent once the prediction is
+    on record, so a busy database makes it a retryable 503, and the next call is answered."""
+    body = {"points": [{"x": 1, "flag": 0}]}
+
+    async def main() -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=serving.http.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=client_headers()
+        ) as client:
+            with write_lock_held(empty_database):
+                busy, busy_s = await _timed(client.post("/predict", json=body))
+            after = await client.post("/predict", json=body)
+            return locals()
+
+    seen = asyncio.run(main())
+    busy = seen["busy"]
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["error"] == "database_busy" and busy.headers["retry-after"] == "1"
+    assert seen["busy_s"] < BOUND_S
+    assert seen["after"].status_code == 200

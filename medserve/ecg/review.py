@@ -25,7 +25,7 @@ from medserve.prediction_log import PredictionRecord, UnknownPrediction
 from medserve.serving.contract import HTML, Body, RouteDoc
 from medserve.serving.dataplane import DataPlane
 from medserve.serving.errors import ServiceError
-from medserve.serving.http_api import HttpRoute, in_database, read_form
+from medserve.serving.http_api import HttpRoute, read_form
 from medserve.serving.http_security import CSRF_FIELD, csrf_input, identity_of, touched
 
 API = "review"
@@ -124,8 +124,7 @@ async def list_beats(request: Request, plane: DataPlane, request_id: str) -> Res
     since_text = request.query_params.get("since", "")
     until_text = request.query_params.get("until", "")
     since, until = _day(since_text, "since"), _day(until_text, "until")
-    records = await in_database(
-        plane,
+    records = await plane.log.run(
         plane.log.recent,
         plane.model.name,
         limit=get_ecg_settings().review_page_size,
@@ -134,7 +133,7 @@ async def list_beats(request: Request, plane: DataPlane, request_id: str) -> Res
         until=None if until is None else until + timedelta(days=1),  # inclusive day
     )
     touched(request, [r.id for r in records])
-    confirmed = await in_database(plane, plane.log.feedback_for, [r.id for r in records])
+    confirmed = await plane.log.run(plane.log.feedback_for, [r.id for r in records])
     options = "".join(
         f'<option value="{key}"{" selected" if key == flag else ""}>{key}</option>' for key in FLAGS
     )
@@ -155,7 +154,7 @@ async def list_beats(request: Request, plane: DataPlane, request_id: str) -> Res
 
 
 async def _record_of(plane: DataPlane, prediction_id: str) -> PredictionRecord:
-    record = await in_database(plane, plane.log.get, prediction_id)
+    record = await plane.log.run(plane.log.get, prediction_id)
     if record is None or record.model != plane.model.name:
         raise ServiceError(404, "unknown_prediction", "no such prediction id")
     return record
@@ -183,7 +182,7 @@ async def show_beat(request: Request, plane: DataPlane, request_id: str) -> Resp
     outputs = record.outputs
     anomalous = bool(outputs["anomalous"])
     beat = beat_from_log(record.inputs)
-    confirmed = await in_database(plane, plane.log.feedback_of, record.id)
+    confirmed = await plane.log.run(plane.log.feedback_of, record.id)
     checked = anomalous if confirmed is None else bool(confirmed.get("label"))
     notice = ""
     if confirmed is not None:
@@ -219,8 +218,7 @@ async def confirm_beat(request: Request, plane: DataPlane, request_id: str) -> R
     label = 1 if form.get("anomalous") == "on" else 0
     reviewer = str(form.get("reviewer", "")).strip()[:128] or None  # as in POST /feedback
     try:
-        await in_database(
-            plane,
+        await plane.log.run(
             plane.log.add_feedback,
             plane.model.name,
             prediction_id,

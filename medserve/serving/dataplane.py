@@ -21,11 +21,18 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from medserve.database.busy import DatabaseBusy
 from medserve.drift import DriftMonitor
 from medserve.logs import get_logger
 from medserve.prediction_log import PredictionLog, new_id, new_ids, utcnow
 from medserve.serving.batching import AdaptiveBatcher
-from medserve.serving.errors import FieldError, ServiceError, field_errors, validation_error
+from medserve.serving.errors import (
+    FieldError,
+    ServiceError,
+    database_busy,
+    field_errors,
+    validation_error,
+)
 from medserve.serving.metrics import ServiceMetrics, service_metrics
 from medserve.serving.model import PREDICTION_ID, Columns, ModelInputs, ServedModel, answer_rows
 from medserve.settings import Settings
@@ -281,10 +288,12 @@ class DataPlane:
         started = time.perf_counter()
         try:
             result = await work()
-        except ServiceError as exc:
-            elapsed = self._observe(api, exc.error, started)
-            self.refused(exc, request_id, route, elapsed)
-            return exc
+        except (ServiceError, DatabaseBusy) as exc:
+            # A busy database (the log's group commit, a feedback write) is retryable: 503.
+            error = database_busy(exc) if isinstance(exc, DatabaseBusy) else exc
+            elapsed = self._observe(api, error.error, started)
+            self.refused(error, request_id, route, elapsed)
+            return error
         except Exception as exc:  # never leak internals; the type alone is logged
             log.error(
                 "unhandled error",

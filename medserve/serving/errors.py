@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from medserve.database.busy import DatabaseBusy
+
 MAX_ECHO_CHARS = 80
 
 
@@ -97,4 +99,14 @@ def validation_error(errors: list[FieldError]) -> ServiceError:
         f"{len(errors)} invalid value(s); first: {first.field}: {first.message}",
         field=first.field,
         errors=errors,
+    )
+
+
+def database_busy(busy: DatabaseBusy) -> ServiceError:
+    """The retryable answer of a call the database could not serve in time."""
+    return ServiceError(
+        503,
+        "database_busy",
+        "the database is busy; retry later",
+        headers={"Retry-After": str(busy.retry_after_s)},
     )

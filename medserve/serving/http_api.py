@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
@@ -24,7 +24,6 @@ from starlette.routing import BaseRoute, Match, Route, Router
 
 from medserve import model_store
 from medserve.auth.roles import Identity, Role
-from medserve.database.busy import DatabaseBusy
 from medserve.prediction_log import PredictionRecord, UnknownPrediction
 from medserve.serving.contract import NO_DOC, Body, Link, ModelPart, RouteDoc
 from medserve.serving.dataplane import DataPlane, valid_request_id
@@ -35,7 +34,6 @@ from medserve.serving.http_security import (
     STATE_CHANGING,
     TOKEN_PARAM,
     HttpAccess,
-    database_busy,
     identity_of,
     protect_headers,
     touched,
@@ -49,7 +47,6 @@ REQUEST_ID_HEADER = "x-request-id"
 API_PREDICT = "http_json"
 
 Handler = Callable[[Request, DataPlane, str], Awaitable[Response]]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,15 +301,6 @@ def parse_query(request: Request) -> PredictionQuery:
         raise validation_error(field_errors(exc, lambda _: None)) from None
 
 
-async def in_database(plane: DataPlane, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """A prediction-log call off the event loop, bounded in time: a busy database is a
-    retryable 503 `database_busy` (readiness and other calls go on meanwhile)."""
-    try:
-        return await plane.log.run(call, *args, **kwargs)
-    except DatabaseBusy as busy:
-        raise database_busy(busy) from None
-
-
 def json_response(payload: Any, status: int = 200) -> Response:
     """A JSON answer serialised by pydantic-core (Rust): the hot paths' encoder."""
     return Response(to_json(payload), status_code=status, media_type="application/json")
@@ -342,8 +330,7 @@ async def _feedback(request: Request, plane: DataPlane, request_id: str) -> Resp
     feedback: FeedbackRequest = plane.parse_json(FeedbackRequest, body)
     touched(request, [feedback.prediction_id])
     try:
-        await in_database(
-            plane,
+        await plane.log.run(
             plane.log.add_feedback,
             plane.model.name,
             feedback.prediction_id,
@@ -360,14 +347,14 @@ async def _feedback(request: Request, plane: DataPlane, request_id: str) -> Resp
 
 async def _list_predictions(request: Request, plane: DataPlane, request_id: str) -> Response:
     query = parse_query(request)
-    records = await in_database(plane, plane.log.recent, plane.model.name, **query.model_dump())
+    records = await plane.log.run(plane.log.recent, plane.model.name, **query.model_dump())
     touched(request, [record.id for record in records])
     body = "[" + ",".join(record.model_dump_json() for record in records) + "]"
     return Response(body, media_type="application/json")
 
 
 async def _get_prediction(request: Request, plane: DataPlane, request_id: str) -> Response:
-    record = await in_database(plane, plane.log.get, request.path_params["prediction_id"])
+    record = await plane.log.run(plane.log.get, request.path_params["prediction_id"])
     # Only the service of the model that made a prediction shows it.
     if record is None or record.model != plane.model.name:
         raise ServiceError(404, "unknown_prediction", "no such prediction id")

@@ -31,7 +31,6 @@ from medserve.auth.authenticator import Authenticator, Credentials, bearer_of
 from medserve.auth.roles import Identity, Role
 from medserve.auth.settings import AuthSettings, CookieSecure
 from medserve.auth.tokens import read_or_create_secret
-from medserve.database.busy import DatabaseBusy
 from medserve.serving.errors import ServiceError
 
 SESSION_COOKIE = "medserve_session"
@@ -209,20 +208,9 @@ class HttpAccess:
             outcome=outcome,
             request_id=request_id,
         )
-        try:
-            await self.audit.record_async(entry)
-        except DatabaseBusy as busy:  # fail closed: nothing shown that is not on record
-            raise database_busy(busy) from None
-
-
-def database_busy(busy: DatabaseBusy) -> ServiceError:
-    """The retryable answer of a call the database could not serve in time."""
-    return ServiceError(
-        503,
-        "database_busy",
-        "the database is busy; retry later",
-        headers={"Retry-After": str(busy.retry_after_s)},
-    )
+        # Fails closed: a busy database (DatabaseBusy, a 503 from the data plane) means the
+        # call's answer is not sent, since nothing may be shown that is not on record.
+        await self.audit.record_async(entry)
 
 
 def protect_headers(response: Response) -> Response:
