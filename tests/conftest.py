@@ -15,7 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-_SESSION_HOME = Path(tempfile.mkdtemp(prefix="medserve-tests-"))
+# pytest imports this file as `conftest`; test modules importing its constants import it again
+# as `tests.conftest`. Both must share one home, or the environment would point at a second,
+# never-migrated one while the fixtures use the first.
+_TWIN = sys.modules.get("tests.conftest" if __name__ == "conftest" else "conftest")
+_SESSION_HOME: Path = getattr(_TWIN, "_SESSION_HOME", None) or Path(
+    tempfile.mkdtemp(prefix="medserve-tests-")
+)
 os.environ["MEDSERVE_HOME"] = str(_SESSION_HOME)
 os.environ["BENTOML_HOME"] = str(_SESSION_HOME / "bentoml")
 # One local signing key for the session: services started by tests trust `tests.auth_tokens`.

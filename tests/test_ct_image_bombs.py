@@ -56,7 +56,7 @@ def test_codestream_headers_of_other_producers_declare_the_dicom_size(name: str)
 
 
 DECODE_AND_MEASURE = """
-import json, resource, sys
+import json, sys
 from medserve.ct.imaging import ImageRejected, Window, decode_slice
 data = open(sys.argv[1], "rb").read()
 try:
@@ -64,7 +64,11 @@ try:
     outcome = {"status": 200, "code": "decoded"}
 except ImageRejected as exc:
     outcome = {"status": exc.status, "code": exc.code}
-outcome["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so it would report the peak
+# of the pytest process this one was forked from.
+status = open("/proc/self/status").read().splitlines()
+peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+outcome["peak_rss_mb"] = peak_kb / 1024
 print(json.dumps(outcome))
 """
 

@@ -263,8 +263,7 @@ def test_no_patient_data_in_the_service_log(
         assert value not in log
 
 
-# The CT worker holds ~400 MB with its ONNX session; decoding any bomb below would need 0.2-3.4 GB.
-CT_WORKER_PEAK_BOUND_MB = 900
+CT_BOMB_MARGIN_MB = 150
 
 
 @pytest.mark.parametrize("transport", ["image", "grpc"])
@@ -273,6 +272,7 @@ def test_decompression_bombs_are_refused_with_bounded_worker_memory(
 ) -> None:
     """The bombs of tests/test_ct_image_bombs.py sent to the live service, on the image route
     and as v2 BYTES over gRPC: a 422 each, the workers' peak memory bounded, still serving."""
+    peak_before = worker_peak_rss_mb(ct_service)
     for name, (make, code) in BOMBS.items():
         data = make()
         if transport == "image":
@@ -288,5 +288,7 @@ def test_decompression_bombs_are_refused_with_bounded_worker_memory(
             # v2 validation names the row and the reason (the image route's code is its own).
             assert raised.value.status() == "StatusCode.INVALID_ARGUMENT", name
             assert (raised.value.message() or "").startswith("invalid_tensor"), name
-    assert worker_peak_rss_mb(ct_service) < CT_WORKER_PEAK_BOUND_MB
+    # The workers' peak may already be high (the saliency route loads Keras); the bombs must
+    # not raise it by more than this, when decoding one would add 0.2-3.4 GB.
+    assert worker_peak_rss_mb(ct_service) < peak_before + CT_BOMB_MARGIN_MB
     only_prediction(post_image(ct_service, lung_slices[0].read_bytes()))
