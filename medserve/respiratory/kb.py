@@ -123,9 +123,7 @@ def _title_key(title: str) -> str:
 
 
 def _check_ids(kb: KnowledgeBaseFile) -> list[str]:
-    counts = Counter(
-        [s.id for s in kb.symptoms] + [f.id for f in kb.factors] + [CHIEF_COMPLAINT]
-    )
+    counts = Counter([s.id for s in kb.symptoms] + [f.id for f in kb.factors] + [CHIEF_COMPLAINT])
     problems = [f"question id {i!r} is defined {n} times" for i, n in counts.items() if n > 1]
     disease_ids = Counter(d.id for d in kb.diseases)
     problems += [f"disease id {i!r} is defined {n} times" for i, n in disease_ids.items() if n > 1]
