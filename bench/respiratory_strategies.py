@@ -115,7 +115,11 @@ GRID = {
 
 
 def tune(patients: list[Patient], kb: KnowledgeBase, source: Score) -> tuple[dict, list[str]]:
-    """Fewest questions among settings whose top-1 matches the source's on the tuning seed."""
+    """Best top-1 among settings that match the source's top-1 with at most 70 % of its questions.
+
+    Accuracy first within the issue's question budget: the cheapest setting that merely ties the
+    source would throw away accuracy a triage needs. Without a feasible setting: fewest questions.
+    """
     rows, best, best_key = [], None, None
     for stop, unlisted in itertools.product(GRID["stop_probability"], GRID["p_unlisted"]):
         knobs = {"stop_probability": stop, "p_unlisted": unlisted}
@@ -123,7 +127,8 @@ def tune(patients: list[Patient], kb: KnowledgeBase, source: Score) -> tuple[dic
         rows.append(
             f"| {stop} | {unlisted} | {score.top1:.3f} | {score.top3:.3f} | {score.questions:.2f} |"
         )
-        key = (score.top1 < source.top1, score.questions, -score.top1)
+        feasible = score.top1 >= source.top1 and score.questions <= 0.7 * source.questions
+        key = (not feasible, -score.top1 if feasible else score.questions, score.questions)
         if best_key is None or key < best_key:
             best, best_key = knobs, key
     return best or {}, rows

@@ -11,7 +11,6 @@ docs/respiratory.md gives the exact semantics and the reasons for them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -502,8 +501,3 @@ def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -
     order = sorted(range(len(ids)), key=lambda i: (-post[i], i))[: settings.max_diagnoses]
     diagnoses = [_diagnosis(kb, ids[i], float(post[i]), facts) for i in order]
     return _result(kb, "info_gain", None, diagnoses, focus, excluded)
-
-
-def entropy_bits(p: Sequence[float]) -> float:
-    """Shannon entropy in bits (exported for the bench's reporting)."""
-    return -sum(x * math.log2(x) for x in p if x > 0)

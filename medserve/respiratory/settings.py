@@ -27,21 +27,22 @@ class TriageSettings(BaseSettings):
         description="Strategy when a consult names none (the measured better one).",
     )
     # Numeric reading of the symbolic probabilities: P(symptom | disease), P(value | disease)
-    # weight, and prior weight. Monotone by construction (checked below).
+    # weight, and prior weight. Monotone (checked below). stop_probability and p_unlisted are the
+    # values bench/respiratory_strategies.py chose on its tuning seed (README, docs/respiratory.md).
     p_sempre: float = Field(default=0.95, gt=0, lt=1)
     p_alta: float = Field(default=0.75, gt=0, lt=1)
     p_media: float = Field(default=0.45, gt=0, lt=1)
     p_baixa: float = Field(default=0.2, gt=0, lt=1)
     p_nunca: float = Field(default=0.03, gt=0, lt=1)
     p_unlisted: float = Field(
-        default=0.05,
+        default=0.03,
         gt=0,
         lt=1,
         description="P(yes) for a symptom the disease does not list: not impossible (patients "
         "and the KB are both imperfect), so the information-gain strategy does not exclude on it.",
     )
     stop_probability: float = Field(
-        default=0.85,
+        default=0.8,
         gt=0.5,
         le=1.0,
         description="Information gain stops asking once the top disease's posterior reaches this.",
