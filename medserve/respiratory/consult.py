@@ -1,0 +1,503 @@
+"""One stateless consult step: the whole answer list in, the next question or the diagnoses out.
+
+Two strategies share the answer checks and the output shape:
+- `source`: the source system's hypothesis-test cycle (MANIFS, SCOPE, FOCUS; most-shared symptom
+  next; then relevant factors; then rank FOCUS by the symbolic probabilities). Hard exclusions.
+- `info_gain`: the question with the highest expected information gain over the focus, on a
+  numeric reading of the symbolic probabilities (settings), stopping once the top posterior is
+  high enough. Soft: a contradiction makes a disease unlikely, never impossible.
+docs/respiratory.md gives the exact semantics and the reasons for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from medserve.respiratory.kb import (
+    CHIEF_COMPLAINT,
+    CHIEF_COMPLAINT_TEXT,
+    KnowledgeBase,
+    Symbolic,
+    get_kb,
+)
+from medserve.respiratory.settings import StrategyName, TriageSettings, get_triage_settings
+
+SYMPTOM_ANSWERS = ("yes", "no", "unknown")
+UNKNOWN = "unknown"
+# Ordinal reading used by the source strategy's ranking: only the order of the five symbols
+# matters there, so equal steps (and 2 = média = "no information") keep it free of tuning.
+ORDINAL: dict[Symbolic, int] = {"sempre": 4, "alta": 3, "média": 2, "baixa": 1, "nunca": 0}
+NEUTRAL = ORDINAL["média"]
+
+ErrorCode = Literal[
+    "unknown_question",
+    "duplicated_answer",
+    "contradictory_answer",
+    "answer_not_allowed",
+    "first_symptom_unknown",
+    "chief_complaint_missing",
+]
+
+
+class ConsultError(ValueError):
+    """A refused answer list; the HTTP layer maps every code to 422."""
+
+    def __init__(self, code: ErrorCode, message: str, question: str | None = None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.question = question
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    question: str = Field(min_length=1, max_length=64)
+    answer: str = Field(min_length=1, max_length=64)
+
+
+QuestionKind = Literal["chief_complaint", "symptom", "factor"]
+
+
+class Question(BaseModel):
+    id: str
+    text: str
+    kind: QuestionKind
+    allowed_answers: list[str]
+    answer_labels: dict[str, str]
+
+
+Effect = Literal["supports", "against", "excluded"]
+
+
+class Evidence(BaseModel):
+    question: str
+    answer: str
+    kb_probability: Symbolic | None  # None: the disease does not list this symptom/value
+    effect: Effect
+
+
+class Diagnosis(BaseModel):
+    disease: str
+    icd10: str
+    title: str
+    score: float = Field(ge=0, le=1)
+    why: list[Evidence]
+
+
+class Excluded(BaseModel):
+    disease: str
+    why: list[Evidence]
+
+
+class ConsultResult(BaseModel):
+    status: Literal["question", "diagnosis"]
+    strategy: StrategyName
+    question: Question | None
+    diagnoses: list[Diagnosis]
+    focus: list[str]
+    excluded: list[Excluded]
+    kb_version: str
+    kb_sha256: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The answer list as a set: order of arrival cannot change the result."""
+
+    symptoms: dict[str, str]  # symptom id -> yes | no | unknown (chief complaint included)
+    factors: dict[str, str]  # factor id -> value id | unknown
+
+    @property
+    def asked(self) -> set[str]:
+        return {CHIEF_COMPLAINT} | set(self.symptoms) | set(self.factors)
+
+
+def allowed_answers(kb: KnowledgeBase, question: str) -> tuple[str, ...]:
+    if question == CHIEF_COMPLAINT:
+        return kb.symptom_ids
+    if question in kb.symptom_ids:
+        return SYMPTOM_ANSWERS
+    factor = next(f for f in kb.factors if f.id == question)
+    return (*factor.values, UNKNOWN)
+
+
+def _check_one(kb: KnowledgeBase, answer: Answer) -> None:
+    if answer.question not in {CHIEF_COMPLAINT, *kb.symptom_ids, *kb.factor_ids}:
+        raise ConsultError("unknown_question", "unknown question id", answer.question)
+    if answer.question == CHIEF_COMPLAINT and answer.answer not in kb.symptom_ids:
+        raise ConsultError(
+            "first_symptom_unknown",
+            "no disease of the knowledge base has this symptom",
+            CHIEF_COMPLAINT,
+        )
+    allowed = allowed_answers(kb, answer.question)
+    if answer.answer not in allowed:
+        raise ConsultError(
+            "answer_not_allowed", f"allowed answers: {', '.join(allowed)}", answer.question
+        )
+
+
+def read_answers(kb: KnowledgeBase, answers: Sequence[Answer]) -> Facts | None:
+    """Check every answer; None for an empty list (the consult has not started)."""
+    given: dict[str, str] = {}
+    for answer in answers:
+        _check_one(kb, answer)
+        previous = given.get(answer.question)
+        if previous is not None:
+            code: ErrorCode = (
+                "duplicated_answer" if previous == answer.answer else "contradictory_answer"
+            )
+            raise ConsultError(code, "question answered twice", answer.question)
+        given[answer.question] = answer.answer
+    if not given:
+        return None
+    chief = given.pop(CHIEF_COMPLAINT, None)
+    if chief is None:
+        raise ConsultError(
+            "chief_complaint_missing", "answer the chief complaint first", CHIEF_COMPLAINT
+        )
+    if chief in given:
+        # The chief complaint says "yes" to its symptom: another answer repeats or denies it.
+        code = "duplicated_answer" if given[chief] == "yes" else "contradictory_answer"
+        raise ConsultError(code, "the chief complaint already answers this symptom", chief)
+    symptoms = {q: a for q, a in given.items() if q in kb.symptom_ids}
+    symptoms[chief] = "yes"
+    factors = {q: a for q, a in given.items() if q in kb.factor_ids}
+    return Facts(symptoms=symptoms, factors=factors)
+
+
+def consult(
+    answers: Sequence[Answer],
+    strategy: StrategyName | None = None,
+    kb: KnowledgeBase | None = None,
+    settings: TriageSettings | None = None,
+) -> ConsultResult:
+    """One consult step. Raises ConsultError for an answer list it refuses."""
+    kb = kb or get_kb()
+    settings = settings or get_triage_settings()
+    strategy = strategy or settings.default_strategy
+    facts = read_answers(kb, answers)
+    if facts is None:
+        return _result(
+            kb, strategy, _chief_complaint_question(kb), [], [d.id for d in kb.diseases], []
+        )
+    if strategy == "source":
+        return _source_step(kb, facts, settings)
+    return _info_gain_step(kb, facts, settings)
+
+
+def _chief_complaint_question(kb: KnowledgeBase) -> Question:
+    return Question(
+        id=CHIEF_COMPLAINT,
+        text=CHIEF_COMPLAINT_TEXT,
+        kind="chief_complaint",
+        allowed_answers=list(kb.symptom_ids),
+        answer_labels={s.id: f"{s.attribute}: {s.value}" for s in kb.symptoms},
+    )
+
+
+def question_for(kb: KnowledgeBase, question_id: str) -> Question:
+    if question_id == CHIEF_COMPLAINT:
+        return _chief_complaint_question(kb)
+    symptom = next((s for s in kb.symptoms if s.id == question_id), None)
+    if symptom is not None:
+        labels = {"yes": "sim", "no": "não", "unknown": "não sei"}
+        return Question(
+            id=symptom.id,
+            text=symptom.question,
+            kind="symptom",
+            allowed_answers=list(SYMPTOM_ANSWERS),
+            answer_labels=labels,
+        )
+    factor = next(f for f in kb.factors if f.id == question_id)
+    return Question(
+        id=factor.id,
+        text=factor.question,
+        kind="factor",
+        allowed_answers=[*factor.values, UNKNOWN],
+        answer_labels={**factor.values, UNKNOWN: "não sei"},
+    )
+
+
+def _result(
+    kb: KnowledgeBase,
+    strategy: StrategyName,
+    question: Question | None,
+    diagnoses: list[Diagnosis],
+    focus: list[str],
+    excluded: list[Excluded],
+) -> ConsultResult:
+    return ConsultResult(
+        status="question" if question else "diagnosis",
+        strategy=strategy,
+        question=question,
+        diagnoses=diagnoses,
+        focus=focus,
+        excluded=excluded,
+        kb_version=kb.version,
+        kb_sha256=kb.sha256,
+    )
+
+
+# --- evidence shared by both strategies -------------------------------------------------------
+
+
+def _symptom_points(prob: Symbolic | None, answer: str) -> int:
+    # An unlisted symptom reads as `nunca` (the source's closed world: SCOPE holds only the
+    # diseases that have every reported symptom).
+    level = ORDINAL[prob or "nunca"]
+    return level if answer == "yes" else ORDINAL["sempre"] - level
+
+
+def _factor_points(prob: Symbolic | None) -> int:
+    # An unlisted factor value says nothing about the disease (a disease lists the months it is
+    # common in; the others are not "never").
+    return NEUTRAL if prob is None else ORDINAL[prob]
+
+
+def contradictions(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Evidence]:
+    """Answers the KB says this disease cannot give: sempre->no, nunca->yes, factor value nunca."""
+    found: list[Evidence] = []
+    table = kb.disease_symptoms[disease]
+    for symptom, answer in facts.symptoms.items():
+        prob = table.get(symptom)
+        if (prob == "sempre" and answer == "no") or (prob == "nunca" and answer == "yes"):
+            found.append(
+                Evidence(question=symptom, answer=answer, kb_probability=prob, effect="excluded")
+            )
+    for factor, value in facts.factors.items():
+        prob = kb.disease_factors[disease].get(factor, {}).get(value)
+        if prob == "nunca":
+            found.append(
+                Evidence(question=factor, answer=value, kb_probability=prob, effect="excluded")
+            )
+    return found
+
+
+def _why(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Evidence]:
+    """Answers that moved this disease up (supports) or down (against); neutral ones omitted."""
+    why: list[Evidence] = []
+    table = kb.disease_symptoms[disease]
+    for symptom, answer in sorted(facts.symptoms.items()):
+        if answer == UNKNOWN:
+            continue
+        prob = table.get(symptom)
+        points = _symptom_points(prob, answer)
+        if points != NEUTRAL:
+            effect: Effect = "supports" if points > NEUTRAL else "against"
+            why.append(
+                Evidence(question=symptom, answer=answer, kb_probability=prob, effect=effect)
+            )
+    for factor, value in sorted(facts.factors.items()):
+        prob = kb.disease_factors[disease].get(factor, {}).get(value)
+        if value != UNKNOWN and _factor_points(prob) != NEUTRAL:
+            effect = "supports" if _factor_points(prob) > NEUTRAL else "against"
+            why.append(Evidence(question=factor, answer=value, kb_probability=prob, effect=effect))
+    return why
+
+
+def _diagnosis(kb: KnowledgeBase, disease: str, score: float, facts: Facts) -> Diagnosis:
+    spec = kb.disease(disease)
+    return Diagnosis(
+        disease=disease,
+        icd10=spec.icd10,
+        title=spec.title,
+        score=round(min(max(score, 0.0), 1.0), 6),
+        why=_why(kb, disease, facts),
+    )
+
+
+# --- the source's hypothesis-test cycle --------------------------------------------------------
+
+
+def _source_exclusion(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Evidence]:
+    table = kb.disease_symptoms[disease]
+    outside_scope = [
+        Evidence(question=s, answer="yes", kb_probability=None, effect="excluded")
+        for s, a in sorted(facts.symptoms.items())
+        if a == "yes" and s not in table
+    ]
+    return outside_scope + contradictions(kb, disease, facts)
+
+
+def _has(kb: KnowledgeBase, disease: str, symptom: str) -> bool:
+    return kb.disease_symptoms[disease].get(symptom, "nunca") != "nunca"
+
+
+def _source_next(kb: KnowledgeBase, facts: Facts, focus: list[str]) -> str | None:
+    asked = facts.asked
+    best, best_count = None, 0
+    for symptom in kb.symptom_ids:  # KB order: the first of equal counts wins
+        count = sum(_has(kb, d, symptom) for d in focus) if symptom not in asked else 0
+        if count > best_count:
+            best, best_count = symptom, count
+    if best is not None:
+        return best
+    return next(
+        (
+            f
+            for f in kb.factor_ids
+            if f not in asked and any(f in kb.disease_factors[d] for d in focus)
+        ),
+        None,
+    )
+
+
+def _source_score(kb: KnowledgeBase, disease: str, facts: Facts) -> float:
+    points = ORDINAL[kb.disease(disease).prior]
+    items = 1
+    for symptom, answer in facts.symptoms.items():
+        if answer != UNKNOWN:
+            points += _symptom_points(kb.disease_symptoms[disease].get(symptom), answer)
+            items += 1
+    for factor, value in facts.factors.items():
+        if value != UNKNOWN:
+            points += _factor_points(kb.disease_factors[disease].get(factor, {}).get(value))
+            items += 1
+    return points / (ORDINAL["sempre"] * items)
+
+
+def _source_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> ConsultResult:
+    excluded: list[Excluded] = []
+    focus: list[str] = []
+    for disease in kb.diseases:  # alphabetical, so focus and excluded lists are too
+        reasons = _source_exclusion(kb, disease.id, facts)
+        if reasons:
+            excluded.append(Excluded(disease=disease.id, why=reasons))
+        else:
+            focus.append(disease.id)
+    following = _source_next(kb, facts, focus)
+    if following is not None:
+        return _result(kb, "source", question_for(kb, following), [], focus, excluded)
+    scored = sorted(
+        ((_source_score(kb, d, facts), i, d) for i, d in enumerate(focus)),
+        key=lambda t: (-t[0], t[1]),
+    )
+    diagnoses = [_diagnosis(kb, d, s, facts) for s, _, d in scored[: settings.max_diagnoses]]
+    return _result(kb, "source", None, diagnoses, focus, excluded)
+
+
+# --- expected information gain -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """P(answer | disease) for every question, on one numeric reading; diseases in KB order."""
+
+    prior: np.ndarray  # (D,)
+    symptom_yes: dict[str, np.ndarray]  # symptom -> (D,)
+    factor_values: dict[str, tuple[tuple[str, ...], np.ndarray]]  # factor -> (values, (V, D))
+
+
+@lru_cache(maxsize=8)
+def _tables(
+    kb: KnowledgeBase, reading_items: tuple[tuple[str, float], ...], unlisted: float
+) -> _Tables:
+    reading = dict(reading_items)
+    ids = [d.id for d in kb.diseases]
+    prior = np.array([reading[d.prior] for d in kb.diseases])
+    symptom_yes = {
+        s: np.array([reading.get(kb.disease_symptoms[d].get(s, ""), unlisted) for d in ids])
+        for s in kb.symptom_ids
+    }
+    factor_values: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+    for factor in kb.factors:
+        values = tuple(factor.values)
+        # An unlisted value weighs as `média`, the reading of "no information".
+        weights = np.array(
+            [
+                [reading[kb.disease_factors[d].get(factor.id, {}).get(v, "média")] for d in ids]
+                for v in values
+            ]
+        )
+        factor_values[factor.id] = (values, weights / weights.sum(axis=0, keepdims=True))
+    return _Tables(prior=prior / prior.sum(), symptom_yes=symptom_yes, factor_values=factor_values)
+
+
+def _tables_for(kb: KnowledgeBase, settings: TriageSettings) -> _Tables:
+    return _tables(kb, tuple(settings.reading().items()), settings.p_unlisted)
+
+
+def posterior(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> np.ndarray:
+    """P(disease | answers) in KB (alphabetical) order; "unknown" answers carry no evidence."""
+    tables = _tables_for(kb, settings)
+    log_post = np.log(tables.prior)
+    for symptom, answer in facts.symptoms.items():
+        if answer != UNKNOWN:
+            p_yes = tables.symptom_yes[symptom]
+            log_post += np.log(p_yes if answer == "yes" else 1.0 - p_yes)
+    for factor, value in facts.factors.items():
+        if value != UNKNOWN:
+            values, weights = tables.factor_values[factor]
+            log_post += np.log(weights[values.index(value)])
+    post = np.exp(log_post - log_post.max())
+    return post / post.sum()
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def _answer_matrix(tables: _Tables, question: str) -> np.ndarray:
+    if question in tables.symptom_yes:
+        p_yes = tables.symptom_yes[question]
+        return np.stack([p_yes, 1.0 - p_yes])
+    return tables.factor_values[question][1]
+
+
+def expected_gain(tables: _Tables, question: str, focus_post: np.ndarray) -> float:
+    """H(focus) - E_answer[H(focus | answer)], in bits, over the renormalised focus."""
+    likelihood = _answer_matrix(tables, question)  # (A, D)
+    joint = likelihood * focus_post  # (A, D)
+    p_answer = joint.sum(axis=1)
+    after = sum(pa * _entropy(row / pa) for pa, row in zip(p_answer, joint, strict=True) if pa > 0)
+    return _entropy(focus_post) - after
+
+
+def _info_gain_next(
+    kb: KnowledgeBase,
+    facts: Facts,
+    post: np.ndarray,
+    in_focus: np.ndarray,
+    settings: TriageSettings,
+) -> str | None:
+    if post.max() >= settings.stop_probability:
+        return None
+    tables = _tables_for(kb, settings)
+    focus_post = np.where(in_focus, post, 0.0)
+    focus_post = focus_post / focus_post.sum()
+    asked = facts.asked
+    best, best_gain = None, settings.min_gain_bits
+    for question in (*kb.symptom_ids, *kb.factor_ids):  # KB order breaks ties
+        if question in asked:
+            continue
+        gain = expected_gain(tables, question, focus_post)
+        if gain > best_gain + 1e-12:
+            best, best_gain = question, gain
+    return best
+
+
+def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> ConsultResult:
+    post = posterior(kb, facts, settings)
+    ids = [d.id for d in kb.diseases]
+    # The top disease always stays in focus, so the focus is never empty.
+    in_focus = (post >= settings.focus_floor) | (post == post.max())
+    excluded: list[Excluded] = []
+    for i, disease in enumerate(ids):
+        reasons = contradictions(kb, disease, facts)
+        # A contradiction is reported as an exclusion only once the evidence as a whole agrees.
+        if reasons and not in_focus[i]:
+            excluded.append(Excluded(disease=disease, why=reasons))
+    focus = [d for i, d in enumerate(ids) if in_focus[i]]
+    following = _info_gain_next(kb, facts, post, in_focus, settings)
+    if following is not None:
+        return _result(kb, "info_gain", question_for(kb, following), [], focus, excluded)
+    order = sorted(range(len(ids)), key=lambda i: (-post[i], i))[: settings.max_diagnoses]
+    diagnoses = [_diagnosis(kb, ids[i], float(post[i]), facts) for i in order]
+    return _result(kb, "info_gain", None, diagnoses, focus, excluded)
