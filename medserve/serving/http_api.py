@@ -158,12 +158,9 @@ class HttpApi:
         failures included."""
         status, outcome = 500, "internal_error"
         try:
-            try:
-                response = await self._checked_call(route, request, plane, access, request_id)
-            except HTTPException as exc:
-                # Starlette's own refusals (`request.form()` on a malformed multipart body) are
-                # client mistakes: a 4xx in the shared shape, never the 500 of an unknown error.
-                raise ServiceError(exc.status_code, "bad_request", str(exc.detail)) from None
+            # (Starlette's own refusal, `request.form()` on a malformed body, only happens in
+            # `read_form`, which answers it as a 400 `invalid_form`.)
+            response = await self._checked_call(route, request, plane, access, request_id)
             status, outcome = response.status_code, "ok"
             return response
         except ServiceError as exc:

@@ -122,10 +122,10 @@ async def model_inputs(plane: DataPlane, tensors: Mapping[str, np.ndarray]) -> M
     return await plane.preprocess(instances)
 
 
-def largest_request_bytes(model_inputs: Sequence[TensorSpec], max_instances: int) -> int | None:
-    """The wire size of the largest legal infer request (None when an input has no bound,
-    e.g. BYTES without `max_item_bytes`): what the gRPC receive limit is sized from."""
-    per_row = [spec.max_row_bytes() for spec in model_inputs]
+def largest_request_bytes(inputs: Sequence[TensorSpec], max_instances: int) -> int | None:
+    """The wire size of the largest legal infer request, what the gRPC receive limit is sized
+    from (None when an input has no bound, e.g. BYTES: its elements have no size of their own)."""
+    per_row = [spec.max_row_bytes() for spec in inputs]
     if any(size is None for size in per_row):
         return None
     return REQUEST_OVERHEAD_BYTES + max_instances * sum(size for size in per_row if size)

@@ -34,7 +34,6 @@ NUMPY_TYPES: dict[str, np.dtype] = {
 }
 BYTES = "BYTES"
 MAX_WIRE_ELEMENT_BYTES = 10  # a 64-bit varint in protobuf typed contents
-BYTES_FRAMING = 16  # a BYTES element's length prefix and field tag
 
 
 class TensorSpec(BaseModel):
@@ -49,21 +48,14 @@ class TensorSpec(BaseModel):
     shape: list[int]
     accepted_datatypes: list[str] = Field(default_factory=list, exclude=True)
     column: str | None = Field(default=None, exclude=True)
-    max_item_bytes: int | None = Field(default=None, exclude=True)  # BYTES elements
 
     def max_row_bytes(self) -> int | None:
-        """Wire bytes of one row at most (None: unbounded, e.g. BYTES with no item limit or a
-        free inner dimension). Typed contents are the larger encoding: a varint takes up to
-        10 bytes, a BYTES element its length prefix and tag besides its value."""
+        """Wire bytes of one row at most (None: unbounded: BYTES, or a free inner dimension).
+        Typed contents are the larger encoding: a varint takes up to 10 bytes."""
         inner = self.shape[1:]
-        if any(dim < 0 for dim in inner):
+        if self.datatype == BYTES or any(dim < 0 for dim in inner):
             return None
-        elements = math.prod(inner)
-        if self.datatype == BYTES:
-            if self.max_item_bytes is None:
-                return None
-            return elements * (self.max_item_bytes + BYTES_FRAMING)
-        return elements * MAX_WIRE_ELEMENT_BYTES
+        return math.prod(inner) * MAX_WIRE_ELEMENT_BYTES
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
