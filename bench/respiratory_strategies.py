@@ -20,69 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medserve.respiratory.consult import Answer, consult
-from medserve.respiratory.kb import CHIEF_COMPLAINT, KnowledgeBase, get_kb
+from medserve.respiratory.kb import KnowledgeBase, get_kb
 from medserve.respiratory.settings import StrategyName, TriageSettings
-
-# The simulated world's reading of the symbols. Fixed, and distinct from the strategy's tunable
-# reading, so tuning cannot simply copy the generator.
-WORLD = {"sempre": 0.97, "alta": 0.75, "média": 0.5, "baixa": 0.2, "nunca": 0.02}
-WORLD_UNLISTED = 0.03  # a symptom the KB does not list for the disease, present anyway
-FLIP = 0.05  # the patient (or the clerk) gives the wrong yes/no
-UNKNOWN_RATE = 0.10  # "não sei"
-
-
-@dataclass(frozen=True)
-class Patient:
-    disease: str
-    answers: dict[str, str]  # every question id -> the answer this patient would give
-    chief: str
-
-
-def _symptom_answer(rng: np.random.Generator, p_yes: float) -> str:
-    if rng.random() < UNKNOWN_RATE:
-        return "unknown"
-    present = rng.random() < p_yes
-    if rng.random() < FLIP:
-        present = not present
-    return "yes" if present else "no"
-
-
-def draw_patient(kb: KnowledgeBase, rng: np.random.Generator) -> Patient:
-    prior = np.array([WORLD[d.prior] for d in kb.diseases])
-    disease = kb.diseases[rng.choice(len(prior), p=prior / prior.sum())].id
-    while True:
-        table = kb.disease_symptoms[disease]
-        truth = {
-            s: rng.random() < WORLD.get(table.get(s, ""), WORLD_UNLISTED) for s in kb.symptom_ids
-        }
-        present = [s for s, yes in truth.items() if yes]
-        if present:  # a patient comes with at least one complaint
-            break
-    # The chief complaint is a real symptom (no noise): it is why the patient came.
-    chief = present[rng.integers(len(present))]
-    answers = {}
-    for s, yes in truth.items():
-        answers[s] = _symptom_answer(rng, 1.0 if yes else 0.0)
-    for factor in kb.factors:
-        values = list(factor.values)
-        listed = kb.disease_factors[disease].get(factor.id, {})
-        weights = np.array([WORLD[listed.get(v, "média")] for v in values])
-        value = values[rng.choice(len(values), p=weights / weights.sum())]
-        answers[factor.id] = "unknown" if rng.random() < UNKNOWN_RATE else value
-    return Patient(disease=disease, answers=answers, chief=chief)
-
-
-def run_consult(
-    patient: Patient, strategy: StrategyName, settings: TriageSettings, kb: KnowledgeBase
-) -> tuple[list[str], int]:
-    answers = [Answer(question=CHIEF_COMPLAINT, answer=patient.chief)]
-    while True:
-        result = consult(answers, strategy, kb=kb, settings=settings)
-        if result.status == "diagnosis":
-            return [d.disease for d in result.diagnoses], len(answers)
-        question = result.question.id
-        answers.append(Answer(question=question, answer=patient.answers[question]))
+from medserve.respiratory.simulation import FLIP, UNKNOWN_RATE, Patient, draw_patient, run_consult
 
 
 @dataclass(frozen=True)

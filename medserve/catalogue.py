@@ -16,6 +16,13 @@ class ServiceEntry(BaseModel):
     http_port: int
     grpc_port: int
     pages: tuple[str, ...] = ()  # browser pages besides the APIs
+    # Stored models served beside the service's own (`ServedModel.companion_models`).
+    companions: tuple[str, ...] = ()
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every stored model the service needs before it can start."""
+        return (self.model, *self.companions)
 
 
 SERVICES: dict[str, ServiceEntry] = {
@@ -40,6 +47,14 @@ SERVICES: dict[str, ServiceEntry] = {
             target="bentos.ct_pattern:CtPattern",
             http_port=3002,
             grpc_port=8003,
+        ),
+        ServiceEntry(
+            model="respiratory_triage",
+            target="bentos.respiratory_triage:RespiratoryTriage",
+            http_port=3003,
+            grpc_port=8004,
+            pages=("/triage",),
+            companions=("respiratory_rules",),
         ),
     )
 }

@@ -377,6 +377,60 @@ def db_prune(
     console.print(report, soft_wrap=True, highlight=False)
 
 
+triage_app = typer.Typer(
+    no_args_is_help=True, help="The respiratory triage: its knowledge base and review report."
+)
+app.add_typer(triage_app, name="triage")
+
+
+@triage_app.command("load-kb")
+def triage_load_kb(
+    path: Annotated[
+        Path | None, typer.Argument(help="The KB YAML (default MEDSERVE_TRIAGE_KB_PATH).")
+    ] = None,
+) -> None:
+    """Validate the KB, store it in the model store (pinned by tag, with its SHA-256) and
+    write its tables in the database (which must be migrated: `medserve db upgrade`)."""
+    from medserve.database.schema import SchemaNotCurrent
+    from medserve.respiratory.kb import KnowledgeBaseError
+    from medserve.respiratory.settings import get_triage_settings
+    from training.respiratory_triage import publish
+
+    try:
+        published = publish(path or get_triage_settings().kb_path, get_settings())
+    except (KnowledgeBaseError, SchemaNotCurrent) as refusal:
+        _refuse(refusal)
+    stored = "stored as" if published.created else "already stored as"
+    tables = "tables written" if published.tables_written else "tables already current"
+    console.print(f"KB {stored} {published.tag}; {tables}", soft_wrap=True, highlight=False)
+
+
+@triage_app.command("report")
+def triage_report(
+    since: Annotated[
+        str | None, typer.Option(help="Only consults of the last DURATION (e.g. 30d, 12h).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Per disease: how often it was confirmed when ranked first, and the symptoms confirmed
+    patients answered differently from the KB."""
+    from datetime import UTC, datetime, timedelta
+
+    from medserve.auth.local import parse_duration
+    from medserve.database.engine import make_engine
+    from medserve.respiratory.report import build_report, report_table
+
+    start = None
+    if since is not None:
+        start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
+    engine = make_engine(get_settings().resolved_database_url)
+    try:
+        report = build_report(engine, start)
+    finally:
+        engine.dispose()
+    print(report.model_dump_json(indent=1) if as_json else report_table(report))
+
+
 @app.command()
 def doctor() -> None:
     """Check what each feature needs on this machine and say how to fix what is missing."""

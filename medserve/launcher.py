@@ -58,7 +58,13 @@ from training.progress import TrainingProgress
 
 # Training minutes measured on 2 cores (README "First run"); only their order is used: the
 # quickest first, so the first service serves while the slow ones still train.
-TRAINING_ORDER = ("heart_risk", "ecg_anomaly", "ct_pattern")
+TRAINING_ORDER = (
+    "respiratory_triage",
+    "respiratory_rules",
+    "heart_risk",
+    "ecg_anomaly",
+    "ct_pattern",
+)
 POLL_S = 0.25  # how often the loop looks at children and readiness while nothing else happens
 STOP_GRACE_S = 30.0  # after SIGTERM, before SIGKILL
 LOG_TAIL_LINES = 15
@@ -489,10 +495,10 @@ class Launcher:
         self.step(f"access control: {self.access.mode.value} mode")
         from medserve.model_store import has_model
 
-        missing = training_order(m for m in self.entries if not has_model(f"{m}:latest"))
+        needed = {m for entry in self.entries.values() for m in entry.models}
+        missing = training_order(m for m in needed if not has_model(f"{m}:latest"))
         for model in self.entries:
-            if model not in missing:
-                self.start_service(model, "in the model store")
+            self.start_if_stored(model, "in the model store")
         if missing:
             self.step(
                 f"training {', '.join(missing)} (quickest first; each service starts when its "
@@ -512,6 +518,14 @@ class Launcher:
             self.console.print(checks_table(problems))
             raise LaunchFailed("this machine is not ready to serve (see `medserve doctor`)")
         self.step("state folder writable, every port free")
+
+    def start_if_stored(self, model: str, why: str) -> None:
+        """Start `model`'s service unless started or one of the models it needs is missing."""
+        from medserve.model_store import has_model
+
+        entry = self.entries[model]
+        if model not in self.services and all(has_model(f"{m}:latest") for m in entry.models):
+            self.start_service(model, why)
 
     def start_service(self, model: str, why: str) -> None:
         entry = self.entries[model]
@@ -579,7 +593,9 @@ class Launcher:
                 f"{outcome.tag} was trained on the Ray cluster but is not in this machine's "
                 f"store: `medserve train {outcome.model} --export URI`, then `medserve import URI`"
             )
-        self.start_service(outcome.model, "model trained")
+        for model, entry in self.entries.items():
+            if outcome.model in entry.models:
+                self.start_if_stored(model, "model trained")
 
     def check_services(self) -> None:
         for model, service in self.services.items():

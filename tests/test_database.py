@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from medserve.audit import AuditTrail
+from medserve.respiratory import kb_tables  # noqa: F401 - its tables belong to the compared schema
 from medserve.cli import app
 from medserve.database.commands import upgrade_command
 from medserve.database.engine import make_engine
@@ -91,7 +92,7 @@ def test_services_refuse_a_database_that_is_not_migrated(empty_database: str) ->
     with pytest.raises(SchemaNotCurrent, match="medserve db upgrade"):
         AuditTrail(make_engine(empty_database))
     upgrade(empty_database, "0001")
-    with pytest.raises(SchemaNotCurrent, match="revision 0001; this release needs 0002"):
+    with pytest.raises(SchemaNotCurrent, match="revision 0001; this release needs 0003"):
         PredictionLog(empty_database)
 
 
@@ -138,8 +139,8 @@ def test_two_upgrades_at_once_are_serialised(empty_database: str) -> None:
     for process in processes:
         process.join(timeout=120)
     said = sorted(answers.get(timeout=5) for _ in processes)
-    assert "schema already at revision 0002" in said[0], said
-    assert "schema upgraded from nothing to 0002" in said[1], said
+    assert "schema already at revision 0003" in said[0], said
+    assert "schema upgraded from nothing to 0003" in said[1], said
     PredictionLog(empty_database)  # current
 
 
@@ -185,7 +186,7 @@ def test_the_cli_upgrades_and_prunes_the_configured_database(
     code, said = _cli(monkeypatch, "db", "prune", "--days", "30")
     assert code == 2 and "medserve db upgrade" in said
     code, said = _cli(monkeypatch, "db", "upgrade")
-    assert code == 0 and "upgraded from nothing to 0002" in said
+    assert code == 0 and "upgraded from nothing to 0003" in said
     log = PredictionLog(empty_database)
     ids = new_ids(3)
     log.record([_aged(ids[0], 100), _aged(ids[1], 100), _aged(ids[2], 1)]).result(timeout=10)
@@ -201,4 +202,4 @@ def test_the_cli_upgrades_and_prunes_the_configured_database(
     assert code == 0, said
     assert "2 predictions, 0 feedback rows, 2 batches of at most 1" in said
     assert [r.id for r in log.recent("m")] == [ids[2]]
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"

@@ -138,7 +138,7 @@ def test_serve_runs_one_service_and_prints_its_links_once_it_is_ready(
     with running_cli(["serve", "heart_risk"], env) as run:
         link = f"http://{LOOPBACK}:{SERVICES['heart_risk'].http_port + offset}/ui"
         run.wait_for(re.escape(link), timeout_s=300)
-        assert run.has("schema upgraded from nothing to 0002")  # migrated before the start
+        assert run.has("schema upgraded from nothing to 0003")  # migrated before the start
         assert httpx.get(link, headers=client_headers(), timeout=10).status_code == 200
         grpc = f"{LOOPBACK}:{SERVICES['heart_risk'].grpc_port + offset}"
         assert run.has(re.escape(grpc)) and tgrpc.InferenceServerClient(grpc).is_server_ready()

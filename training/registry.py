@@ -63,6 +63,21 @@ def _train_ct_pattern(
     )
 
 
+def _publish_respiratory_kb(
+    settings: Settings, with_feedback: bool, progress: ProgressCallback | None = None
+) -> TrainOutcome:
+    from medserve.respiratory.settings import get_triage_settings
+    from training.respiratory_triage import publish
+
+    if with_feedback:
+        raise ValueError(
+            "respiratory_triage is a reviewed knowledge base: confirmed consults feed "
+            "`medserve triage report`, not a retraining"
+        )
+    published = publish(get_triage_settings().kb_path, settings, progress)
+    return TrainOutcome(model="respiratory_triage", tag=published.tag, metrics=published.metrics)
+
+
 class Trainer(Protocol):
     """Trains one model: settings, whether to add review-loop feedback, optional progress."""
 
@@ -75,4 +90,5 @@ TRAINERS: dict[str, Trainer] = {
     "heart_risk": _train_heart_risk,
     "ecg_anomaly": _train_ecg_anomaly,
     "ct_pattern": _train_ct_pattern,
+    "respiratory_triage": _publish_respiratory_kb,
 }

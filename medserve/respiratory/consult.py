@@ -87,6 +87,11 @@ class Diagnosis(BaseModel):
     title: str
     score: float = Field(ge=0, le=1)
     why: list[Evidence]
+    climate: str | None = Field(
+        default=None,
+        description="What the climate-occurrence rules say of this ICD code and the month's "
+        "temperature (served answers only; the rules are a separate stored model).",
+    )
 
 
 class Excluded(BaseModel):
@@ -127,7 +132,7 @@ def allowed_answers(kb: KnowledgeBase, question: str) -> tuple[str, ...]:
 
 
 def _check_one(kb: KnowledgeBase, answer: Answer) -> None:
-    if answer.question not in {CHIEF_COMPLAINT, *kb.symptom_ids, *kb.factor_ids}:
+    if answer.question not in kb.question_ids:
         raise ConsultError("unknown_question", "unknown question id", answer.question)
     if answer.question == CHIEF_COMPLAINT and answer.answer not in kb.symptom_ids:
         raise ConsultError(
@@ -135,6 +140,8 @@ def _check_one(kb: KnowledgeBase, answer: Answer) -> None:
             "no disease of the knowledge base has this symptom",
             CHIEF_COMPLAINT,
         )
+    if answer.question == CHIEF_COMPLAINT:
+        return
     allowed = allowed_answers(kb, answer.question)
     if answer.answer not in allowed:
         raise ConsultError(
@@ -180,8 +187,14 @@ def consult(
     """One consult step. Raises ConsultError for an answer list it refuses."""
     kb = kb or get_kb()
     settings = settings or get_triage_settings()
-    strategy = strategy or settings.default_strategy
     facts = read_answers(kb, answers)
+    return step(kb, facts, strategy or settings.default_strategy, settings)
+
+
+def step(
+    kb: KnowledgeBase, facts: Facts | None, strategy: StrategyName, settings: TriageSettings
+) -> ConsultResult:
+    """One step on answers already checked by `read_answers` (None: nothing answered yet)."""
     if facts is None:
         return _result(
             kb, strategy, _chief_complaint_question(kb), [], [d.id for d in kb.diseases], []
@@ -387,11 +400,18 @@ def _source_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> C
 
 @dataclass(frozen=True)
 class _Tables:
-    """P(answer | disease) for every question, on one numeric reading; diseases in KB order."""
+    """P(answer | disease) for every question, on one numeric reading; diseases in KB order.
+
+    `answers` stacks every question's answer rows (a symptom: yes, no; a factor: its values) so
+    that the expected gain of all questions is a handful of array operations per step.
+    """
 
     prior: np.ndarray  # (D,)
     symptom_yes: dict[str, np.ndarray]  # symptom -> (D,)
     factor_values: dict[str, tuple[tuple[str, ...], np.ndarray]]  # factor -> (values, (V, D))
+    questions: tuple[str, ...]  # symptoms then factors, KB order
+    answers: np.ndarray  # (R, D): every question's answer rows, question after question
+    starts: np.ndarray  # (Q,): first row of each question in `answers`
 
 
 @lru_cache(maxsize=8)
@@ -416,7 +436,17 @@ def _tables(
             ]
         )
         factor_values[factor.id] = (values, weights / weights.sum(axis=0, keepdims=True))
-    return _Tables(prior=prior / prior.sum(), symptom_yes=symptom_yes, factor_values=factor_values)
+    blocks = [np.stack([p_yes, 1.0 - p_yes]) for p_yes in symptom_yes.values()]
+    blocks += [weights for _, weights in factor_values.values()]
+    starts = np.cumsum([0] + [len(block) for block in blocks[:-1]])
+    return _Tables(
+        prior=prior / prior.sum(),
+        symptom_yes=symptom_yes,
+        factor_values=factor_values,
+        questions=(*kb.symptom_ids, *kb.factor_ids),
+        answers=np.concatenate(blocks),
+        starts=starts,
+    )
 
 
 def _tables_for(kb: KnowledgeBase, settings: TriageSettings) -> _Tables:
@@ -439,25 +469,22 @@ def posterior(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> np.n
     return post / post.sum()
 
 
-def _entropy(p: np.ndarray) -> float:
-    p = p[p > 0]
-    return float(-(p * np.log2(p)).sum())
+def _xlog2x(x: np.ndarray) -> np.ndarray:
+    """x log2 x elementwise, 0 where x == 0 (its limit)."""
+    safe = np.where(x > 0, x, 1.0)
+    return x * np.log2(safe)
 
 
-def _answer_matrix(tables: _Tables, question: str) -> np.ndarray:
-    if question in tables.symptom_yes:
-        p_yes = tables.symptom_yes[question]
-        return np.stack([p_yes, 1.0 - p_yes])
-    return tables.factor_values[question][1]
-
-
-def expected_gain(tables: _Tables, question: str, focus_post: np.ndarray) -> float:
-    """H(focus) - E_answer[H(focus | answer)], in bits, over the renormalised focus."""
-    likelihood = _answer_matrix(tables, question)  # (A, D)
-    joint = likelihood * focus_post  # (A, D)
+def expected_gains(tables: _Tables, focus_post: np.ndarray) -> np.ndarray:
+    """H(focus) - E_answer[H(focus | answer)] of every question (`tables.questions` order), in
+    bits, over the renormalised focus. With joint = P(answer, disease):
+    E[H(focus | answer)] = sum_answers [P(answer) log2 P(answer) - sum_d joint log2 joint]."""
+    joint = tables.answers * focus_post  # (R, D)
     p_answer = joint.sum(axis=1)
-    after = sum(pa * _entropy(row / pa) for pa, row in zip(p_answer, joint, strict=True) if pa > 0)
-    return _entropy(focus_post) - after
+    per_answer = _xlog2x(p_answer) - _xlog2x(joint).sum(axis=1)
+    after = np.add.reduceat(per_answer, tables.starts)
+    before = -_xlog2x(focus_post).sum()
+    return before - after
 
 
 def _info_gain_next(
@@ -472,15 +499,14 @@ def _info_gain_next(
     tables = _tables_for(kb, settings)
     focus_post = np.where(in_focus, post, 0.0)
     focus_post = focus_post / focus_post.sum()
+    gains = expected_gains(tables, focus_post)
     asked = facts.asked
-    best, best_gain = None, settings.min_gain_bits
-    for question in (*kb.symptom_ids, *kb.factor_ids):  # KB order breaks ties
-        if question in asked:
-            continue
-        gain = expected_gain(tables, question, focus_post)
-        if gain > best_gain + 1e-12:
-            best, best_gain = question, gain
-    return best
+    gains[[i for i, question in enumerate(tables.questions) if question in asked]] = -np.inf
+    best = float(gains.max())
+    if best <= settings.min_gain_bits + 1e-12:
+        return None
+    # KB order breaks ties (gains equal up to rounding).
+    return tables.questions[int(np.flatnonzero(gains >= best - 1e-12)[0])]
 
 
 def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> ConsultResult:
@@ -490,9 +516,9 @@ def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -
     in_focus = (post >= settings.focus_floor) | (post == post.max())
     excluded: list[Excluded] = []
     for i, disease in enumerate(ids):
-        reasons = contradictions(kb, disease, facts)
         # A contradiction is reported as an exclusion only once the evidence as a whole agrees.
-        if reasons and not in_focus[i]:
+        reasons = [] if in_focus[i] else contradictions(kb, disease, facts)
+        if reasons:
             excluded.append(Excluded(disease=disease, why=reasons))
     focus = [d for i, d in enumerate(ids) if in_focus[i]]
     following = _info_gain_next(kb, facts, post, in_focus, settings)

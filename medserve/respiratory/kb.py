@@ -11,7 +11,7 @@ import hashlib
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,15 +105,25 @@ class KnowledgeBase:
     symptom_twins: tuple[tuple[str, str], ...]
 
     def disease(self, disease_id: str) -> DiseaseSpec:
-        return next(d for d in self.diseases if d.id == disease_id)
+        return self._diseases_by_id[disease_id]
 
-    @property
+    # Cached: a consult step reads these dozens of times (the dataclass is immutable).
+    @cached_property
+    def _diseases_by_id(self) -> dict[str, DiseaseSpec]:
+        return {d.id: d for d in self.diseases}
+
+    @cached_property
     def symptom_ids(self) -> tuple[str, ...]:
         return tuple(s.id for s in self.symptoms)
 
-    @property
+    @cached_property
     def factor_ids(self) -> tuple[str, ...]:
         return tuple(f.id for f in self.factors)
+
+    @cached_property
+    def question_ids(self) -> frozenset[str]:
+        """Every question a consult may answer: the chief complaint, symptoms, factors."""
+        return frozenset({CHIEF_COMPLAINT, *self.symptom_ids, *self.factor_ids})
 
 
 def _title_key(title: str) -> str:

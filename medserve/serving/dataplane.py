@@ -181,7 +181,8 @@ class DataPlane:
         """Answers for one request's model inputs, logged (durably, by default) before return."""
         model = self.model
         outputs = await self.batcher.submit(inputs.rows)
-        columns = {PREDICTION_ID: np.array(new_ids(len(inputs)), dtype=object)}
+        concluded = model.concluded(outputs)
+        columns = {PREDICTION_ID: _prediction_ids(len(inputs), concluded)}
         columns |= model.postprocess(outputs, inputs)
         logged_columns = {
             name: column
@@ -190,12 +191,44 @@ class DataPlane:
         }
         logged = answer_rows(logged_columns, model.keyed_columns)
         classes = model.predicted_classes(outputs).tolist()
-        await self._record(inputs, columns, logged, classes, request_id, api)
+        if concluded is None:
+            await self._record(inputs, columns, logged, classes, request_id, api)
+        elif concluded.any():
+            await self._record_concluded(
+                inputs, columns, logged, classes, concluded, request_id, api
+            )
+            classes = [c for c, done in zip(classes, concluded.tolist(), strict=True) if done]
+        else:
+            classes = []
         for predicted, n in Counter(classes).items():
             self._prediction_counter(predicted).inc(n)
         self._instances_histogram(api).observe(len(inputs))
         complete = len(logged_columns) == len(columns) - 1
         return Answered(columns, model.keyed_columns, logged, complete)
+
+    async def _record_concluded(
+        self,
+        inputs: ModelInputs,
+        columns: Columns,
+        logged: list[dict[str, Any]],
+        classes: list[int],
+        concluded: np.ndarray,
+        request_id: str,
+        api: str,
+    ) -> None:
+        """Log only the rows that conclude a case."""
+        keep = np.flatnonzero(concluded)
+        kept = keep.tolist()
+        await self._record(
+            ModelInputs(
+                inputs.rows[keep], [inputs.context[i] for i in kept] if inputs.context else ()
+            ),
+            {PREDICTION_ID: columns[PREDICTION_ID][keep]},
+            [logged[i] for i in kept],
+            [classes[i] for i in kept],
+            request_id,
+            api,
+        )
 
     async def _record(
         self,
@@ -350,6 +383,15 @@ class DataPlane:
     @functools.cache  # noqa: B019
     def _instances_histogram(self, api: str) -> Any:
         return self.metrics.instances_per_request.labels(self.model.name, api)
+
+
+def _prediction_ids(count: int, concluded: np.ndarray | None) -> np.ndarray:
+    """A new id per row, or per concluded row (the others: None, nothing is logged for them)."""
+    if concluded is None:
+        return np.array(new_ids(count), dtype=object)
+    ids = np.full(count, None, dtype=object)
+    ids[concluded] = new_ids(int(concluded.sum()))
+    return ids
 
 
 def _request_schema(model: ServedModel, max_instances: int) -> type[BaseModel]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
@@ -81,7 +81,10 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     prediction_id: str = Field(min_length=26, max_length=26)
-    label: int = Field(ge=0, le=1, description="The confirmed class.")
+    label: int | Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        description="The confirmed outcome: a class index (heart, ECG: 0 or 1) or, for triage, "
+        "the confirmed disease id or ICD-10 code."
+    )
     reviewer: str | None = Field(default=None, max_length=128)
 
 
@@ -327,11 +330,15 @@ async def _feedback(request: Request, plane: DataPlane, request_id: str) -> Resp
     feedback: FeedbackRequest = plane.parse_json(FeedbackRequest, body)
     touched(request, [feedback.prediction_id])
     try:
+        label = plane.model.feedback_label(feedback.label)
+    except ValueError as exc:
+        raise ServiceError(422, "invalid_label", str(exc), field="label") from None
+    try:
         await plane.log.run(
             plane.log.add_feedback,
             plane.model.name,
             feedback.prediction_id,
-            {"label": feedback.label},
+            {"label": label},
             feedback.reviewer,
             confirmed_by=identity_of(request).subject,
         )

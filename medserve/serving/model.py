@@ -81,13 +81,29 @@ class ServedModel(ABC):
     # Models whose instances are files (images): validating them decodes them, which takes
     # milliseconds, so validation and preprocessing run in a thread too.
     decodes_files: ClassVar[bool] = False
+    # Other stored models this one serves beside its own (the triage KB serves the climate
+    # rules): each pinned by `MEDSERVE_<NAME>_MODEL_TAG` like the main one.
+    companion_models: ClassVar[tuple[str, ...]] = ()
     tag: str
     reference: ReferenceProfile
 
     @classmethod
-    def load(cls, tag: str) -> Self:
-        """Load a stored model by tag (`name:latest` works)."""
-        return cls.from_store(StoredModel.open(tag))
+    def load(cls, tag: str, companions: Mapping[str, str] | None = None) -> Self:
+        """Load a stored model by tag (`name:latest` works), with its companions' tags."""
+        model = cls.from_store(StoredModel.open(tag))
+        if cls.companion_models:
+            given = companions or {}
+            model.use_companions(
+                {
+                    name: StoredModel.open(given.get(name, f"{name}:latest"))
+                    for name in cls.companion_models
+                }
+            )
+        return model
+
+    def use_companions(self, stored: Mapping[str, StoredModel]) -> None:
+        """Take the companion models (called once after `from_store`, when there are any)."""
+        raise NotImplementedError(f"{self.name} declares companion models it does not take")
 
     @classmethod
     @abstractmethod
@@ -120,6 +136,19 @@ class ServedModel(ABC):
     @abstractmethod
     def predicted_classes(self, outputs: np.ndarray) -> np.ndarray:
         """The predicted class of each output row (logged in an indexed column, counted)."""
+
+    def concluded(self, outputs: np.ndarray) -> np.ndarray | None:
+        """Which output rows conclude a case (a boolean mask); None: every row does. Only they
+        get a prediction id, a prediction-log row and a count: a triage consult's intermediate
+        questions are steps of a case, its final diagnoses the one prediction."""
+        return None
+
+    def feedback_label(self, label: int | str) -> int | str:
+        """A confirmed label as stored, or ValueError naming the allowed labels. Classifiers
+        confirm a class index (0 or 1 here); other models override (triage: a disease id)."""
+        if isinstance(label, bool) or label not in (0, 1):
+            raise ValueError("the confirmed class: 0 or 1")
+        return label
 
     @abstractmethod
     def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:

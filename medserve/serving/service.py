@@ -101,9 +101,16 @@ class MedserveService:
         # NumPy's BLAS would start a thread per core in every worker: with several workers on a
         # pod's cores they fight (batched ECG matrix products slowed tenfold under load here).
         threadpool_limits(max(1, settings.cores // settings.workers), user_api="blas")
-        tag = ModelSource.from_env(self.model_class.name).tag_to_load(settings)
+        model_class = self.model_class
+        tag = ModelSource.from_env(model_class.name).tag_to_load(settings)
+        companions = {
+            name: ModelSource.from_env(name).tag_to_load(settings)
+            for name in model_class.companion_models
+        }
         self.plane = DataPlane(
-            self.model_class.load(tag), settings, PredictionLog(settings.resolved_database_url)
+            model_class.load(tag, companions),
+            settings,
+            PredictionLog(settings.resolved_database_url),
         )
         auth_settings = get_auth_settings()
         self.authenticator = Authenticator(auth_settings)

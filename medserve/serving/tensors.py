@@ -7,6 +7,7 @@ encode the arrays `TensorSpec.column_tensor` derives from a model's answer colum
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from collections.abc import Sequence
@@ -76,10 +77,21 @@ class TensorSpec(BaseModel):
         values = columns[self.column or self.name]
         if self.datatype == BYTES:
             return np.array(
-                [v if isinstance(v, bytes) else str(v).encode() for v in values.ravel().tolist()],
-                dtype=object,
+                [_element_bytes(v) for v in values.ravel().tolist()], dtype=object
             ).reshape(values.shape)
         return np.asarray(values, dtype=NUMPY_TYPES[self.datatype])
+
+
+def _element_bytes(value: Any) -> bytes:
+    """One BYTES element of an answer: structured answers (a triage step) travel as JSON, an
+    absent value (the prediction id of a step that concludes nothing) as empty bytes."""
+    if isinstance(value, bytes):
+        return value
+    if value is None:
+        return b""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return str(value).encode()
 
 
 def bad_tensor(detail: str, field: str | None = None) -> ServiceError:
