@@ -107,6 +107,19 @@ def ecg_tag() -> str:
     return train(EcgTrainConfig(**ECG_TEST_TRAINING)).tag
 
 
+@pytest.fixture(scope="session")
+def triage_tag() -> str:
+    """The respiratory KB published once per session into the session's store (and the
+    session database's KB tables)."""
+    from medserve.respiratory.settings import get_triage_settings
+    from medserve.settings import get_settings
+    from training.respiratory_triage import publish
+
+    settings = get_settings()
+    upgrade_once(settings.resolved_database_url)
+    return publish(get_triage_settings().kb_path, settings).tag
+
+
 def service_env(home: Path, **overrides: str) -> dict[str, str]:
     """Environment of a service process: isolated homes plus `MEDSERVE_*` overrides."""
     env = dict(os.environ)

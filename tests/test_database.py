@@ -14,7 +14,6 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from medserve.audit import AuditTrail
-from medserve.respiratory import kb_tables  # noqa: F401 - its tables belong to the compared schema
 from medserve.cli import app
 from medserve.database.commands import upgrade_command
 from medserve.database.engine import make_engine
@@ -29,6 +28,7 @@ from medserve.prediction_log import (
     new_ids,
     utcnow,
 )
+from medserve.respiratory import kb_tables  # noqa: F401 - its tables belong to the compared schema
 from medserve.settings import Settings, get_settings
 
 FORK = multiprocessing.get_context("fork")  # children start at once: no imports to redo

@@ -88,8 +88,10 @@ class TriageModel(ServedModel):
         try:
             facts = read_answers(self.kb, request.answers)
         except ConsultError as exc:
-            # Question ids are the KB's vocabulary; the answer given is never echoed.
-            where = f" (question '{exc.question}')" if exc.question else ""
+            # Known question ids are the KB's vocabulary; an unknown id and the answer given
+            # are the client's text, never echoed (they could carry a patient's data).
+            known = exc.question in self.kb.question_ids
+            where = f" (question '{exc.question}')" if known else ""
             raise ServiceError(422, exc.code, f"{exc}{where}", field="answers") from None
         return ConsultRow(request, facts, request.strategy or self.settings.default_strategy)
 
