@@ -250,6 +250,17 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
         time.sleep(0.25)
 
 
+def migrate_database(env: Mapping[str, str]) -> None:
+    """What `medserve up` does before a service starts: services refuse an unmigrated schema."""
+    from medserve.database.schema import upgrade
+    from medserve.settings import Settings
+
+    home = Path(env["MEDSERVE_HOME"])
+    upgrade(
+        Settings(home=home, database_url=env.get("MEDSERVE_DATABASE_URL")).resolved_database_url
+    )
+
+
 @contextmanager
 def serve_medserve(
     tag: str,
@@ -271,6 +282,7 @@ def serve_medserve(
     port = free_port()
     env = dict(os.environ) | dict(extra_env or {})
     env |= {model_env: tag, "MEDSERVE_WORKERS": str(workers)}
+    migrate_database(env)
     env |= {"MEDSERVE_GRPC_HOST": "127.0.0.1", "MEDSERVE_GRPC_PORT": str(grpc_port or free_port())}
     cmd = [sys.executable, "-m", "bentoml", "serve", target]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
