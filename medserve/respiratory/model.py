@@ -48,6 +48,8 @@ class ConsultRow:
 
 
 class TriageModel(ServedModel):
+    """Respiratory triage: one consult step per instance, from a knowledge base pinned by tag."""
+
     name = MODEL_NAME
     instance_schema = ConsultRequest
     answer_schema = ConsultAnswer
