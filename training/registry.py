@@ -63,6 +63,19 @@ def _train_ct_pattern(
     )
 
 
+def _train_respiratory_rules(
+    settings: Settings, with_feedback: bool, progress: ProgressCallback | None = None
+) -> TrainOutcome:
+    from training.respiratory_rules import train
+
+    if with_feedback:
+        raise ValueError("respiratory_rules learns from DATASUS/INMET series, not from feedback")
+    result = train(progress=progress)
+    return TrainOutcome(
+        model="respiratory_rules", tag=result.tag, metrics=result.metrics, report=result.report
+    )
+
+
 class Trainer(Protocol):
     """Trains one model: settings, whether to add review-loop feedback, optional progress."""
 
@@ -75,4 +88,5 @@ TRAINERS: dict[str, Trainer] = {
     "heart_risk": _train_heart_risk,
     "ecg_anomaly": _train_ecg_anomaly,
     "ct_pattern": _train_ct_pattern,
+    "respiratory_rules": _train_respiratory_rules,
 }
