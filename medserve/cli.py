@@ -28,6 +28,10 @@ def _setup(ctx: typer.Context) -> None:
         settings.home.mkdir(parents=True, exist_ok=True)
 
 
+# Printed after training when the model reports them (the rules miner has no ROC AUC).
+TRAIN_FIGURES = (("accuracy", "accuracy"), ("roc_auc", "ROC AUC"))
+
+
 @app.command()
 def train(
     model: str,
@@ -42,9 +46,9 @@ def train(
     with console.status(f"training {model} on Ray"):
         outcome = run(model, with_feedback, export)
     metrics = outcome.metrics
+    figures = [f"{label} {metrics[key]:.3f}" for key, label in TRAIN_FIGURES if key in metrics]
     console.print(
-        f"[green]trained[/] {outcome.tag}: accuracy {metrics.get('accuracy', float('nan')):.3f}, "
-        f"ROC AUC {metrics.get('roc_auc', float('nan')):.3f}"
+        f"[green]trained[/] {outcome.tag}: {', '.join(figures)}"
         + (f", exported to {outcome.exported_to}" if outcome.exported_to else "")
     )
     if outcome.report:

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings
 from referencing import Registry, Resource
 
 from medserve.anonymize.settings import AnonymizerSettings, PipelineSettings
+from medserve.respiratory.climate.settings import ClimateRulesSettings
 from medserve.settings import Settings
 from tests.chart_render import PRODUCTION_VALUES
 from tests.k8s_render import BASE, K8S, OVERLAYS, RAY_KINDS, ROOT, load, ray_resources
@@ -45,12 +46,14 @@ TRAIN_CONFIGS: dict[str, type[BaseSettings]] = {
     "heart_risk": HeartTrainConfig,
     "ecg_anomaly": EcgTrainConfig,
     "ct_pattern": CtTrainConfig,
+    "respiratory_rules": ClimateRulesSettings,
 }
 # Which ServiceAccount (IRSA role) each Ray workload runs as.
 SERVICE_ACCOUNTS = {
     "medserve-train-heart-risk": "medserve-train",
     "medserve-train-ecg-anomaly": "medserve-train",
     "medserve-train-ct-pattern": "medserve-train",
+    "medserve-train-respiratory-rules": "medserve-train",
     "medserve-anonymize": "medserve-anonymize",
     "medserve-adhoc": "medserve-ray-adhoc",
 }

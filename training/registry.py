@@ -78,6 +78,19 @@ def _publish_respiratory_kb(
     return TrainOutcome(model="respiratory_triage", tag=published.tag, metrics=published.metrics)
 
 
+def _train_respiratory_rules(
+    settings: Settings, with_feedback: bool, progress: ProgressCallback | None = None
+) -> TrainOutcome:
+    from training.respiratory_rules import train
+
+    if with_feedback:
+        raise ValueError("respiratory_rules learns from DATASUS/INMET series, not from feedback")
+    result = train(progress=progress)
+    return TrainOutcome(
+        model="respiratory_rules", tag=result.tag, metrics=result.metrics, report=result.report
+    )
+
+
 class Trainer(Protocol):
     """Trains one model: settings, whether to add review-loop feedback, optional progress."""
 
@@ -91,4 +104,5 @@ TRAINERS: dict[str, Trainer] = {
     "ecg_anomaly": _train_ecg_anomaly,
     "ct_pattern": _train_ct_pattern,
     "respiratory_triage": _publish_respiratory_kb,
+    "respiratory_rules": _train_respiratory_rules,
 }
