@@ -120,6 +120,22 @@ def triage_tag() -> str:
     return publish(get_triage_settings().kb_path, settings).tag
 
 
+@pytest.fixture(scope="session")
+def rules_tag() -> str:
+    """Climate-occurrence rules mined once per session (synthetic data, seconds)."""
+    from training.respiratory_rules import train
+
+    return train().tag
+
+
+def triage_env(triage_tag: str, rules_tag: str) -> dict[str, str]:
+    """The triage service's pinned models: the KB and its companion climate rules."""
+    return {
+        "MEDSERVE_RESPIRATORY_TRIAGE_MODEL_TAG": triage_tag,
+        "MEDSERVE_RESPIRATORY_RULES_MODEL_TAG": rules_tag,
+    }
+
+
 def service_env(home: Path, **overrides: str) -> dict[str, str]:
     """Environment of a service process: isolated homes plus `MEDSERVE_*` overrides."""
     env = dict(os.environ)

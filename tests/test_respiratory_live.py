@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page
 from medserve.auth.roles import Role
 from medserve.respiratory.consult import CHIEF_COMPLAINT
 from tests.auth_tokens import token
-from tests.conftest import service_env
+from tests.conftest import service_env, triage_env
 from tests.servers import ServiceProcess, chromium_browser, medserve_service
 
 TARGET = "bentos.respiratory_triage:RespiratoryTriage"
@@ -28,10 +28,10 @@ FLU = {"febre", "mialgia", "tosse", "cefaleia", "fadiga", "calafrios"}
 
 @pytest.fixture(scope="module")
 def triage_service(
-    triage_tag: str, tmp_path_factory: pytest.TempPathFactory
+    triage_tag: str, rules_tag: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
     home = tmp_path_factory.mktemp("triage-service")
-    env = service_env(home, MEDSERVE_RESPIRATORY_TRIAGE_MODEL_TAG=triage_tag, MEDSERVE_WORKERS="2")
+    env = service_env(home, **triage_env(triage_tag, rules_tag), MEDSERVE_WORKERS="2")
     with medserve_service(TARGET, home, env) as service:
         yield service
 
@@ -129,6 +129,7 @@ def test_the_page_walks_a_consult_to_its_diagnoses(
     assert first.get_attribute("data-disease") == "influenza"
     assert "Influenza" in first.inner_text() and "CID-10 J11.1" in first.inner_text()
     assert "a favor" in first.inner_text()  # the why: answers that supported it
+    assert "Em São Paulo" in first.locator(".climate").inner_text()  # the mined rules' insight
     prediction_id = page.locator("#prediction-id").inner_text()
     record = httpx.get(
         f"{triage_service.url}/predictions/{prediction_id}", headers=triage_service.auth_headers

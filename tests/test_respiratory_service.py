@@ -68,12 +68,12 @@ class Triage:
         return self.call("POST", "/consult", {"answers": answers, **extra})
 
 
-def make_triage(tmp_path: Path, tag: str, **overrides: Any) -> Triage:
+def make_triage(tmp_path: Path, tags: tuple[str, str], **overrides: Any) -> Triage:
     settings = Settings(home=tmp_path, grpc_port=free_port(), **overrides)
     upgrade_once(settings.resolved_database_url)
-    plane = DataPlane(
-        TriageModel.load(tag), settings, PredictionLog(settings.resolved_database_url)
-    )
+    kb_tag, rules_tag = tags
+    model = TriageModel.load(kb_tag, {"respiratory_rules": rules_tag})
+    plane = DataPlane(model, settings, PredictionLog(settings.resolved_database_url))
     auth = AuthSettings(
         local_key_file=AuthSettings().key_file, allowed_hosts=["test"], csrf_secret="x" * 32
     )
@@ -89,9 +89,14 @@ def _routes() -> list[Any]:
     return [*CONSULT_ROUTES, *PAGE_ROUTES]
 
 
+@pytest.fixture(scope="module")
+def tags(triage_tag: str, rules_tag: str) -> tuple[str, str]:
+    return triage_tag, rules_tag
+
+
 @pytest.fixture
-def triage(tmp_path: Path, triage_tag: str) -> Iterator[Triage]:
-    service = make_triage(tmp_path, triage_tag, drift_window=50, drift_min_samples=5)
+def triage(tmp_path: Path, tags: tuple[str, str]) -> Iterator[Triage]:
+    service = make_triage(tmp_path, tags, drift_window=50, drift_min_samples=5)
     try:
         yield service
     finally:
@@ -265,10 +270,10 @@ def test_the_result_does_not_depend_on_the_order_answers_are_sent_in(triage: Tri
 
 
 def test_replicas_answer_alternate_steps_as_one_would(
-    tmp_path: Path, triage_tag: str, triage: Triage
+    tmp_path: Path, tags: tuple[str, str], triage: Triage
 ) -> None:
     """No server-side session: a second service (its own log) continues any consult."""
-    other = make_triage(tmp_path / "replica", triage_tag)
+    other = make_triage(tmp_path / "replica", tags)
     try:
         answers = [{"question": CHIEF_COMPLAINT, "answer": "coriza"}]
         replicas = [triage, other]
@@ -286,6 +291,40 @@ def test_replicas_answer_alternate_steps_as_one_would(
         assert body["status"] == "diagnosis"
     finally:
         other.loop.close()
+
+
+def test_final_diagnoses_carry_the_climate_insight_of_the_answered_month(triage: Triage) -> None:
+    # Factors may be answered before they are asked (a form filled in any order).
+    answers = [
+        {"question": CHIEF_COMPLAINT, "answer": "febre"},
+        {"question": "temperatura", "answer": "baixa"},
+        {"question": "mes", "answer": "jun"},
+    ]
+    for _ in range(64):
+        body = triage.consult(answers).json()
+        if body["status"] == "diagnosis":
+            break
+        assert body["question"]["id"] not in ("temperatura", "mes")  # never asked twice
+        answers.append({"question": body["question"]["id"], "answer": answer_for(body["question"])})
+    rules = triage.plane.model.rules  # type: ignore[attr-defined]
+    for diagnosis in body["diagnoses"]:
+        assert diagnosis["climate"] == rules.insight(diagnosis["icd10"], "baixa", "jun")
+    flu = body["diagnoses"][0]
+    assert flu["icd10"] == "J11.1"
+    assert "frios" in flu["climate"] and "Junho" in flu["climate"]
+
+
+def test_rules_of_an_icd_code_are_served_and_an_unknown_code_is_a_404(triage: Triage) -> None:
+    response = triage.call("GET", "/rules/J11.1")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["rules"]["icd"] == "J11.1" and len(body["rules"]["folds"]) == 10
+    assert body["data_source"] == "synthetic" and len(body["data_sha256"]) == 64
+    assert body["text"] and all("temperatura" in line for line in body["text"])
+    assert body["rules_tag"] == triage.plane.model.rules_tag  # type: ignore[attr-defined]
+    missing = triage.call("GET", "/rules/Z99.9-ana")
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_icd"
+    assert "ana" not in missing.text
 
 
 # -- other APIs ----------------------------------------------------------------------------------
@@ -377,9 +416,10 @@ def test_kb_tables_mirror_the_file_once_per_version(database: str) -> None:
 
 
 def test_the_review_report_counts_confirmations_and_disagreements(
-    tmp_path: Path, triage_tag: str
+    tmp_path: Path, tags: tuple[str, str]
 ) -> None:
-    triage = make_triage(tmp_path, triage_tag)
+    triage_tag = tags[0]
+    triage = make_triage(tmp_path, tags)
     try:
         final, _ = run_to_end(triage)
         confirmed, _ = run_to_end(triage)

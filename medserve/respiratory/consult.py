@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -277,13 +276,14 @@ def contradictions(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Eviden
     """Answers the KB says this disease cannot give: sempre->no, nunca->yes, factor value nunca."""
     found: list[Evidence] = []
     table = kb.disease_symptoms[disease]
-    for symptom, answer in facts.symptoms.items():
+    # Sorted: the answers are a set, their order of arrival must not show in the result.
+    for symptom, answer in sorted(facts.symptoms.items()):
         prob = table.get(symptom)
         if (prob == "sempre" and answer == "no") or (prob == "nunca" and answer == "yes"):
             found.append(
                 Evidence(question=symptom, answer=answer, kb_probability=prob, effect="excluded")
             )
-    for factor, value in facts.factors.items():
+    for factor, value in sorted(facts.factors.items()):
         prob = kb.disease_factors[disease].get(factor, {}).get(value)
         if prob == "nunca":
             found.append(
@@ -402,88 +402,104 @@ def _source_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> C
 class _Tables:
     """P(answer | disease) for every question, on one numeric reading; diseases in KB order.
 
-    `answers` stacks every question's answer rows (a symptom: yes, no; a factor: its values) so
-    that the expected gain of all questions is a handful of array operations per step.
+    `answers` stacks every question's answer rows (a symptom: yes, no; a factor: its values), so
+    that a step is a few array operations on them: the posterior sums the log rows of the answers
+    given, the expected gains of all questions reduce over all rows at once, and `contradicts`
+    marks which answers the KB says a disease cannot give.
     """
 
     prior: np.ndarray  # (D,)
-    symptom_yes: dict[str, np.ndarray]  # symptom -> (D,)
-    factor_values: dict[str, tuple[tuple[str, ...], np.ndarray]]  # factor -> (values, (V, D))
     questions: tuple[str, ...]  # symptoms then factors, KB order
+    question_index: dict[str, int]
     answers: np.ndarray  # (R, D): every question's answer rows, question after question
+    log_answers: np.ndarray  # (R, D)
+    log2_answers: np.ndarray  # (R, D)
     starts: np.ndarray  # (Q,): first row of each question in `answers`
+    row_of: dict[tuple[str, str], int]  # (question, answer) -> its row
+    contradicts: np.ndarray  # (R, D) bool: sempre->no, nunca->yes, a factor value `nunca`
+
+    def rows(self, facts: Facts) -> list[int]:
+        """The rows of the answers given ("unknown" answers carry no evidence)."""
+        row_of = self.row_of
+        given = [*facts.symptoms.items(), *facts.factors.items()]
+        return [row_of[pair] for pair in given if pair[1] != UNKNOWN]
 
 
-@lru_cache(maxsize=8)
-def _tables(
-    kb: KnowledgeBase, reading_items: tuple[tuple[str, float], ...], unlisted: float
-) -> _Tables:
-    reading = dict(reading_items)
+def _build_tables(kb: KnowledgeBase, reading: dict[str, float], unlisted: float) -> _Tables:
     ids = [d.id for d in kb.diseases]
     prior = np.array([reading[d.prior] for d in kb.diseases])
-    symptom_yes = {
-        s: np.array([reading.get(kb.disease_symptoms[d].get(s, ""), unlisted) for d in ids])
-        for s in kb.symptom_ids
-    }
-    factor_values: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+    blocks: list[np.ndarray] = []
+    impossible: list[np.ndarray] = []
+    keys: list[tuple[str, str]] = []
+    for s in kb.symptom_ids:
+        probs = [kb.disease_symptoms[d].get(s) for d in ids]
+        p_yes = np.array([reading.get(p or "", unlisted) for p in probs])
+        blocks.append(np.stack([p_yes, 1.0 - p_yes]))
+        impossible.append(np.array([[p == "nunca" for p in probs], [p == "sempre" for p in probs]]))
+        keys += [(s, "yes"), (s, "no")]
     for factor in kb.factors:
         values = tuple(factor.values)
+        probs_by_value = [
+            [kb.disease_factors[d].get(factor.id, {}).get(v) for d in ids] for v in values
+        ]
         # An unlisted value weighs as `média`, the reading of "no information".
-        weights = np.array(
-            [
-                [reading[kb.disease_factors[d].get(factor.id, {}).get(v, "média")] for d in ids]
-                for v in values
-            ]
-        )
-        factor_values[factor.id] = (values, weights / weights.sum(axis=0, keepdims=True))
-    blocks = [np.stack([p_yes, 1.0 - p_yes]) for p_yes in symptom_yes.values()]
-    blocks += [weights for _, weights in factor_values.values()]
-    starts = np.cumsum([0] + [len(block) for block in blocks[:-1]])
+        weights = np.array([[reading[p or "média"] for p in row] for row in probs_by_value])
+        blocks.append(weights / weights.sum(axis=0, keepdims=True))
+        impossible.append(np.array([[p == "nunca" for p in row] for row in probs_by_value]))
+        keys += [(factor.id, v) for v in values]
+    answers = np.concatenate(blocks)
+    questions = (*kb.symptom_ids, *kb.factor_ids)
     return _Tables(
         prior=prior / prior.sum(),
-        symptom_yes=symptom_yes,
-        factor_values=factor_values,
-        questions=(*kb.symptom_ids, *kb.factor_ids),
-        answers=np.concatenate(blocks),
-        starts=starts,
+        questions=questions,
+        question_index={q: i for i, q in enumerate(questions)},
+        answers=answers,
+        log_answers=np.log(answers),
+        log2_answers=np.log2(answers),
+        starts=np.cumsum([0] + [len(block) for block in blocks[:-1]]),
+        row_of={key: i for i, key in enumerate(keys)},
+        contradicts=np.concatenate(impossible),
     )
 
 
+# Built once per (KB, settings) pair: a step must not rebuild or even hash them.
+_TABLES: dict[tuple[int, int], tuple[KnowledgeBase, TriageSettings, _Tables]] = {}
+
+
 def _tables_for(kb: KnowledgeBase, settings: TriageSettings) -> _Tables:
-    return _tables(kb, tuple(settings.reading().items()), settings.p_unlisted)
+    key = (id(kb), id(settings))
+    cached = _TABLES.get(key)
+    if cached is None or cached[0] is not kb or cached[1] is not settings:
+        if len(_TABLES) > 8:
+            _TABLES.clear()
+        cached = (kb, settings, _build_tables(kb, settings.reading(), settings.p_unlisted))
+        _TABLES[key] = cached
+    return cached[2]
 
 
 def posterior(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> np.ndarray:
     """P(disease | answers) in KB (alphabetical) order; "unknown" answers carry no evidence."""
     tables = _tables_for(kb, settings)
-    log_post = np.log(tables.prior)
-    for symptom, answer in facts.symptoms.items():
-        if answer != UNKNOWN:
-            p_yes = tables.symptom_yes[symptom]
-            log_post += np.log(p_yes if answer == "yes" else 1.0 - p_yes)
-    for factor, value in facts.factors.items():
-        if value != UNKNOWN:
-            values, weights = tables.factor_values[factor]
-            log_post += np.log(weights[values.index(value)])
+    log_post = np.log(tables.prior) + tables.log_answers[tables.rows(facts)].sum(axis=0)
     post = np.exp(log_post - log_post.max())
     return post / post.sum()
-
-
-def _xlog2x(x: np.ndarray) -> np.ndarray:
-    """x log2 x elementwise, 0 where x == 0 (its limit)."""
-    safe = np.where(x > 0, x, 1.0)
-    return x * np.log2(safe)
 
 
 def expected_gains(tables: _Tables, focus_post: np.ndarray) -> np.ndarray:
     """H(focus) - E_answer[H(focus | answer)] of every question (`tables.questions` order), in
     bits, over the renormalised focus. With joint = P(answer, disease):
-    E[H(focus | answer)] = sum_answers [P(answer) log2 P(answer) - sum_d joint log2 joint]."""
+    E[H(focus | answer)] = sum_answers [P(answer) log2 P(answer) - sum_d joint log2 joint].
+
+    Every P(answer | disease) is > 0, so joint is 0 exactly where the focus is, and
+    log2 joint = log2 P(answer | disease) + log2 focus there: no logarithm of the (R, D) matrix
+    is taken per step (0 log 0 = 0 by taking 0 for log2 of an empty focus entry)."""
+    log_focus = np.log2(focus_post, out=np.zeros_like(focus_post), where=focus_post > 0)
     joint = tables.answers * focus_post  # (R, D)
-    p_answer = joint.sum(axis=1)
-    per_answer = _xlog2x(p_answer) - _xlog2x(joint).sum(axis=1)
+    p_answer = joint.sum(axis=1)  # > 0: the focus is never empty
+    joint_log_joint = (joint * (tables.log2_answers + log_focus)).sum(axis=1)
+    per_answer = p_answer * np.log2(p_answer) - joint_log_joint
     after = np.add.reduceat(per_answer, tables.starts)
-    before = -_xlog2x(focus_post).sum()
+    before = -(focus_post * log_focus).sum()
     return before - after
 
 
@@ -500,8 +516,8 @@ def _info_gain_next(
     focus_post = np.where(in_focus, post, 0.0)
     focus_post = focus_post / focus_post.sum()
     gains = expected_gains(tables, focus_post)
-    asked = facts.asked
-    gains[[i for i, question in enumerate(tables.questions) if question in asked]] = -np.inf
+    index = tables.question_index
+    gains[[index[q] for q in facts.asked if q in index]] = -np.inf
     best = float(gains.max())
     if best <= settings.min_gain_bits + 1e-12:
         return None
@@ -510,20 +526,24 @@ def _info_gain_next(
 
 
 def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> ConsultResult:
-    post = posterior(kb, facts, settings)
-    ids = [d.id for d in kb.diseases]
+    tables = _tables_for(kb, settings)
+    rows = tables.rows(facts)
+    log_post = np.log(tables.prior) + tables.log_answers[rows].sum(axis=0)
+    post = np.exp(log_post - log_post.max())
+    post /= post.sum()
+    ids = kb.disease_ids
     # The top disease always stays in focus, so the focus is never empty.
     in_focus = (post >= settings.focus_floor) | (post == post.max())
-    excluded: list[Excluded] = []
-    for i, disease in enumerate(ids):
-        # A contradiction is reported as an exclusion only once the evidence as a whole agrees.
-        reasons = [] if in_focus[i] else contradictions(kb, disease, facts)
-        if reasons:
-            excluded.append(Excluded(disease=disease, why=reasons))
-    focus = [d for i, d in enumerate(ids) if in_focus[i]]
+    # A contradiction is reported as an exclusion only once the evidence as a whole agrees.
+    contradicted = tables.contradicts[rows].any(axis=0) & ~in_focus
+    excluded = [
+        Excluded(disease=ids[i], why=contradictions(kb, ids[i], facts))
+        for i in np.flatnonzero(contradicted).tolist()
+    ]
+    focus = [ids[i] for i in np.flatnonzero(in_focus).tolist()]
     following = _info_gain_next(kb, facts, post, in_focus, settings)
     if following is not None:
         return _result(kb, "info_gain", question_for(kb, following), [], focus, excluded)
-    order = sorted(range(len(ids)), key=lambda i: (-post[i], i))[: settings.max_diagnoses]
+    order = np.argsort(-post, kind="stable")[: settings.max_diagnoses].tolist()
     diagnoses = [_diagnosis(kb, ids[i], float(post[i]), facts) for i in order]
     return _result(kb, "info_gain", None, diagnoses, focus, excluded)

@@ -113,6 +113,10 @@ class KnowledgeBase:
         return {d.id: d for d in self.diseases}
 
     @cached_property
+    def disease_ids(self) -> tuple[str, ...]:
+        return tuple(d.id for d in self.diseases)
+
+    @cached_property
     def symptom_ids(self) -> tuple[str, ...]:
         return tuple(s.id for s in self.symptoms)
 

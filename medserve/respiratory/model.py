@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from medserve.respiratory.climate.rules import MODEL_NAME as RULES_MODEL
+from medserve.respiratory.climate.rules import ClimateRules
 from medserve.respiratory.consult import (
     UNKNOWN,
     ConsultError,
@@ -36,6 +38,9 @@ from medserve.serving.tensors import TensorSpec
 MODEL_NAME = "respiratory_triage"
 KB_FILE = "respiratory-kb.yaml"
 NO_DIAGNOSIS = -1  # predicted class of a step that asks a question
+# The KB's relevant factors the climate rules read (their values: the rules' classes, months).
+TEMPERATURE_FACTOR = "temperatura"
+MONTH_FACTOR = "mes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,11 @@ class TriageModel(ServedModel):
         TensorSpec(name="consult", datatype="BYTES", shape=[-1]),
         TensorSpec(name="prediction_id", datatype="BYTES", shape=[-1]),
     )
+    batched = False  # a step is Python per consult: a batch would only add the dispatcher
+    # The climate-occurrence rules (`respiratory_rules`, a Ray job's output) explain diagnoses.
+    companion_models = (RULES_MODEL,)
+    rules: ClimateRules
+    rules_tag: str
 
     def __init__(self, tag: str, kb: KnowledgeBase, stored: StoredModel) -> None:
         self.tag = tag
@@ -77,6 +87,11 @@ class TriageModel(ServedModel):
                 f"published {str(published)[:12]}; the store was altered, publish it again"
             )
         return cls(stored.tag, kb, stored)
+
+    def use_companions(self, stored: Mapping[str, StoredModel]) -> None:
+        rules = stored[RULES_MODEL]
+        self.rules = ClimateRules.from_folder(rules.folder)
+        self.rules_tag = rules.tag
 
     # -- requests --------------------------------------------------------------------------------
     def preprocess(self, instances: Sequence[BaseModel]) -> ModelInputs:
@@ -123,8 +138,18 @@ class TriageModel(ServedModel):
     def predict(self, rows: np.ndarray) -> np.ndarray:
         results = np.empty(len(rows), dtype=object)
         for i, row in enumerate(rows.tolist()):
-            results[i] = step(self.kb, row.facts, row.strategy, self.settings)
+            result = step(self.kb, row.facts, row.strategy, self.settings)
+            if result.question is None and row.facts is not None:
+                self._explain_climate(result, row.facts)
+            results[i] = result
         return results
+
+    def _explain_climate(self, result: ConsultResult, facts: Facts) -> None:
+        """Each diagnosis gets what the mined rules say of its ICD code this month."""
+        temperature = facts.factors.get(TEMPERATURE_FACTOR)
+        month = facts.factors.get(MONTH_FACTOR)
+        for diagnosis in result.diagnoses:
+            diagnosis.climate = self.rules.insight(diagnosis.icd10, temperature, month)
 
     def concluded(self, outputs: np.ndarray) -> np.ndarray:
         return np.array([result.question is None for result in outputs.tolist()], dtype=bool)

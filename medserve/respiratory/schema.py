@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medserve.respiratory.climate.rules import IcdRules
 from medserve.respiratory.consult import Answer, ConsultResult
 from medserve.respiratory.settings import StrategyName
 
@@ -45,3 +46,15 @@ class ConsultResponse(ConsultResult):
     prediction_id: str | None
     request_id: str
     model_tag: str
+
+
+class RulesAnswer(BaseModel):
+    """`GET /rules/{icd}`: the mined rules of one ICD-10 code and where they came from."""
+
+    rules_tag: str
+    data_source: str = Field(description="`synthetic` or `datasus+inmet`.")
+    data_sha256: str
+    months: int
+    rules: IcdRules
+    text: list[str] = Field(description="The rules as Portuguese sentences.")
+    insight: str | None

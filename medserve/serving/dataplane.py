@@ -180,7 +180,10 @@ class DataPlane:
     async def infer(self, inputs: ModelInputs, request_id: str, api: str) -> Answered:
         """Answers for one request's model inputs, logged (durably, by default) before return."""
         model = self.model
-        outputs = await self.batcher.submit(inputs.rows)
+        if model.batched:
+            outputs = await self.batcher.submit(inputs.rows)
+        else:
+            outputs = await self._infer_batch(inputs.rows)
         concluded = model.concluded(outputs)
         columns = {PREDICTION_ID: _prediction_ids(len(inputs), concluded)}
         columns |= model.postprocess(outputs, inputs)

@@ -78,6 +78,10 @@ class ServedModel(ABC):
     # Heavy models (TensorFlow, ONNX Runtime) release the GIL while they compute: predicting in a
     # thread keeps the event loop accepting and decoding the next requests meanwhile.
     predict_in_thread: ClassVar[bool] = False
+    # Adaptive batching pays off when a batch costs less than its rows one by one (a matrix
+    # product, a network). A model that loops over its rows in Python (the triage's consult
+    # steps) gains nothing from it and would pay the dispatcher's per-call cost: it says False.
+    batched: ClassVar[bool] = True
     # Models whose instances are files (images): validating them decodes them, which takes
     # milliseconds, so validation and preprocessing run in a thread too.
     decodes_files: ClassVar[bool] = False
