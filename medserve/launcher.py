@@ -585,8 +585,9 @@ class Launcher:
             for name in ("accuracy", "roc_auc")
             if isinstance(metrics.get(name), float)
         )
+        figures = f" ({scores})" if scores else ""
         self.step(
-            f"{outcome.model} trained in {format_seconds(event.seconds)}: {outcome.tag} ({scores})"
+            f"{outcome.model} trained in {format_seconds(event.seconds)}: {outcome.tag}{figures}"
         )
         if not has_model(outcome.tag):
             raise LaunchFailed(

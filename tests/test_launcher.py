@@ -36,7 +36,7 @@ from tests.heart_samples import VALID_PATIENT
 from tests.servers import LOOPBACK, wait_for_http
 from training.progress import TrainingProgress
 
-UP_TIMEOUT_S = 900  # three trainings and three services on 2 shared cores
+UP_TIMEOUT_S = 900  # five trainings (two of them seconds) and four services on 2 shared cores
 # Small trainings (MEDSERVE_*_TRAIN_*): the CT one with one backbone, the ECG one a few epochs.
 SMALL_TRAINING = {
     **{f"MEDSERVE_ECG_TRAIN_{k.upper()}": str(v) for k, v in ECG_TEST_TRAINING.items()},
@@ -300,19 +300,22 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliRun]:
 
 
 def test_each_service_starts_as_soon_as_its_model_is_trained(up: CliRun) -> None:
-    trained = [up.index(rf"✓ {name} trained in ") for name in ("heart_risk", "ecg_anomaly")]
-    trained.append(up.index(r"✓ ct_pattern trained in "))
+    order = ("respiratory_triage", "respiratory_rules", "heart_risk", "ecg_anomaly", "ct_pattern")
+    trained = [up.index(rf"✓ {name} trained in ") for name in order]
     assert trained == sorted(trained), "quickest first"
+    # The triage service needs its KB and its companion rules: it starts after both, not before.
+    triage_starts = up.index(r"respiratory_triage: model trained; starting on port")
+    assert trained[1] < triage_starts < trained[2]
     heart_starts = up.index(r"heart_risk: model trained; starting on port")
-    assert trained[0] < heart_starts < trained[1]  # before the next training ends
-    assert up.index(r"ecg_anomaly: model trained; starting") < trained[2]
+    assert trained[2] < heart_starts < trained[3]  # before the next training ends
+    assert up.index(r"ecg_anomaly: model trained; starting") < trained[4]
 
 
 def test_the_terminal_shows_steps_and_the_logs_hold_the_framework_output(up: CliRun) -> None:
     noisy = [line for line in up.lines if NOISE.search(line)]
     assert not noisy, noisy
     steps = [line for line in up.lines if line.startswith(("✓", "·"))]
-    assert len(steps) >= 10, up  # ports, Ray up, 3 trained, 3 starting, 3 ready, Ray down, all
+    assert len(steps) >= 14, up  # ports, Ray up, 5 trained, 4 starting, 4 ready, Ray down, all
     assert len(up.lines) < len(steps) + 25, up  # the rest: header, summary table, last hint
     logs = up.home / "logs"
     training = (logs / "training.log").read_text()
@@ -362,7 +365,7 @@ def test_each_service_exports_its_own_metrics_only(up: CliRun) -> None:
 
 
 def test_no_ray_process_is_left_once_training_has_ended(up: CliRun) -> None:
-    assert up.index(r"✓ local Ray shut down") < up.index(r"all 3 services ready")
+    assert up.index(r"✓ local Ray shut down") < up.index(rf"all {len(SERVICES)} services ready")
     ours = processes_of(up.home)
     assert any("bentoml" in " ".join(p.cmdline()) for p in ours)  # the finder finds ours
     assert [p for p in ours if is_ray(p)] == []
