@@ -89,7 +89,10 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
 
     settings = get_settings()
     upgrade(settings.resolved_database_url)
+    from training.respiratory_rules import train as mine_rules
+
     kb_tag = publish_kb(get_triage_settings().kb_path, settings).tag
+    rules = {"MEDSERVE_RESPIRATORY_RULES_MODEL_TAG": mine_rules().tag}
     headers = auth_headers(bench_token(AUTH_ON))
     config = ServerConfig(MEDSERVE, f"heart /predict, workers={args.workers}")
     heart_server = serve_medserve(setup.tag, args.workers, tmp / "heart")
@@ -97,17 +100,20 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
         config, heart_server, "/predict", setup.medserve_body, args, lambda _: None, headers
     )
     triage: list[Measurement] = []
-    with serve_medserve(
-        kb_tag, args.workers, tmp / "probe", target=TARGET, model_env=MODEL_ENV
-    ) as (
-        url,
-        _,
-    ):
+    probe = serve_medserve(
+        kb_tag, args.workers, tmp / "probe", target=TARGET, model_env=MODEL_ENV, extra_env=rules
+    )
+    with probe as (url, _):
         middle, final, asked = consult_bodies(url, headers)
     for label, body in (("mid-consult step", middle), (f"final step ({asked} answers)", final)):
         config = ServerConfig(MEDSERVE, f"triage /consult {label}, workers={args.workers}")
         server = serve_medserve(
-            kb_tag, args.workers, tmp / label.split()[0], target=TARGET, model_env=MODEL_ENV
+            kb_tag,
+            args.workers,
+            tmp / label.split()[0],
+            target=TARGET,
+            model_env=MODEL_ENV,
+            extra_env=rules,
         )
         triage.append(measure(config, server, "/consult", body, args, lambda _: None, headers))
     return "\n".join(

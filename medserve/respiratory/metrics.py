@@ -14,6 +14,9 @@ QUESTION_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40)
 
 
 class TriageMetrics:
+    """The families, and their label children cached: a step is counted on every call, and
+    `labels()` costs more than the increment."""
+
     def __init__(self) -> None:
         from prometheus_client import Counter, Histogram
 
@@ -35,6 +38,15 @@ class TriageMetrics:
             "don't-know rate.",
             ["model", "answer"],
         )
+
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def child(self, family: str, *labels: str) -> Any:
+        key = (family, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = getattr(self, family).labels(*labels)
+        return found
 
 
 @lru_cache

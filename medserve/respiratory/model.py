@@ -92,6 +92,7 @@ class TriageModel(ServedModel):
         rules = stored[RULES_MODEL]
         self.rules = ClimateRules.from_folder(rules.folder)
         self.rules_tag = rules.tag
+        self._insights: dict[tuple[str, str | None, str | None], str | None] = {}
 
     # -- requests --------------------------------------------------------------------------------
     def preprocess(self, instances: Sequence[BaseModel]) -> ModelInputs:
@@ -149,7 +150,14 @@ class TriageModel(ServedModel):
         temperature = facts.factors.get(TEMPERATURE_FACTOR)
         month = facts.factors.get(MONTH_FACTOR)
         for diagnosis in result.diagnoses:
-            diagnosis.climate = self.rules.insight(diagnosis.icd10, temperature, month)
+            diagnosis.climate = self._insight(diagnosis.icd10, temperature, month)
+
+    def _insight(self, icd: str, temperature: str | None, month: str | None) -> str | None:
+        # A few hundred (code, class, month) triples at most, each a fixed sentence of the rules.
+        key = (icd, temperature, month)
+        if key not in self._insights:
+            self._insights[key] = self.rules.insight(icd, temperature, month)
+        return self._insights[key]
 
     def concluded(self, outputs: np.ndarray) -> np.ndarray:
         return np.array([result.question is None for result in outputs.tolist()], dtype=bool)
@@ -172,15 +180,15 @@ class TriageModel(ServedModel):
 
     def _count(self, result: ConsultResult, row: ConsultRow) -> None:
         metrics = triage_metrics()
-        metrics.steps.labels(self.name, row.strategy, result.status).inc()
+        metrics.child("steps", self.name, row.strategy, result.status).inc()
         if result.question is not None:
             return
         answers = row.request.answers
-        metrics.questions.labels(self.name, row.strategy).observe(len(answers))
+        metrics.child("questions", self.name, row.strategy).observe(len(answers))
         unknown = sum(answer.answer == UNKNOWN for answer in answers)
         if unknown:
-            metrics.answers.labels(self.name, "unknown").inc(unknown)
-        metrics.answers.labels(self.name, "known").inc(len(answers) - unknown)
+            metrics.child("answers", self.name, "unknown").inc(unknown)
+        metrics.child("answers", self.name, "known").inc(len(answers) - unknown)
 
     def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
         """(top diagnosis index, top score, confident) of the steps that ended a consult."""
