@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from medserve.auth.settings import AuthSettings
 from medserve.catalogue import SERVICES
 from tests.chart_render import ROOT, of_kind, render, resource_name
+from tests.conftest import companion_env
 from tests.servers import ServiceProcess, medserve_service
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -68,8 +69,15 @@ def secrets(rendered: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def model_tags(heart_tag: str, ecg_tag: str, ct_trained: dict[str, str]) -> dict[str, str]:
-    return {"heart_risk": heart_tag, "ecg_anomaly": ecg_tag, "ct_pattern": ct_trained["tag"]}
+def model_tags(
+    heart_tag: str, ecg_tag: str, ct_trained: dict[str, str], triage_tag: str
+) -> dict[str, str]:
+    return {
+        "heart_risk": heart_tag,
+        "ecg_anomaly": ecg_tag,
+        "ct_pattern": ct_trained["tag"],
+        "respiratory_triage": triage_tag,
+    }
 
 
 def cpu_cores(quantity: str) -> int:
@@ -135,6 +143,8 @@ def pod(
         "TMPDIR": str(home / "tmp"),
         f"MEDSERVE_{model.upper()}_MODEL_TAG": model_tags[model],
     }
+    # The chart pins companions to `<name>:latest` of the baked store; here the session's tags.
+    env |= companion_env(request, container["command"][2])
     # Bind to loopback here; medserve_service also moves the ports.
     env["MEDSERVE_HTTP_HOST"] = "127.0.0.1"
     target = container["command"][2]
