@@ -6,6 +6,7 @@ Every test session gets its own MEDSERVE_HOME and BENTOML_HOME (set here, before
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -109,15 +110,20 @@ def ecg_tag() -> str:
 
 @pytest.fixture(scope="session")
 def triage_tag() -> str:
-    """The respiratory KB published once per session into the session's store (and the
-    session database's KB tables)."""
+    """The respiratory KB published once per session into the session's store and mirrored
+    into the session's database (migrated by `session_database`), as `medserve triage load-kb`
+    does."""
     from medserve.respiratory.settings import get_triage_settings
-    from medserve.settings import get_settings
+    from medserve.settings import Settings
     from training.respiratory_triage import publish
 
-    settings = get_settings()
-    upgrade_once(settings.resolved_database_url)
-    return publish(get_triage_settings().kb_path, settings).tag
+    return publish(get_triage_settings().kb_path, Settings(home=_SESSION_HOME)).tag
+
+
+# ---- companion models (catalogue `companions`, `ServedModel.companion_models`) -------------------
+# The session fixture giving each companion model's stored tag. Tests starting a service set
+# MEDSERVE_<NAME>_MODEL_TAG for every companion its model class declares (`companion_env`).
+COMPANION_FIXTURES = {"respiratory_rules": "rules_tag"}
 
 
 @pytest.fixture(scope="session")
@@ -128,11 +134,14 @@ def rules_tag() -> str:
     return train().tag
 
 
-def triage_env(triage_tag: str, rules_tag: str) -> dict[str, str]:
-    """The triage service's pinned models: the KB and its companion climate rules."""
+def companion_env(request: pytest.FixtureRequest, target: str) -> dict[str, str]:
+    """MEDSERVE_<NAME>_MODEL_TAG of each companion model the service `target` (a `bentoml
+    serve` target) loads, from the session fixtures of COMPANION_FIXTURES."""
+    module_name, class_name = target.split(":")
+    service = getattr(importlib.import_module(module_name), class_name)
     return {
-        "MEDSERVE_RESPIRATORY_TRIAGE_MODEL_TAG": triage_tag,
-        "MEDSERVE_RESPIRATORY_RULES_MODEL_TAG": rules_tag,
+        f"MEDSERVE_{name.upper()}_MODEL_TAG": request.getfixturevalue(COMPANION_FIXTURES[name])
+        for name in service.inner.model_class.companion_models
     }
 
 
@@ -225,6 +234,7 @@ CT_TEST_TRAINING = {
     "cpus_per_trial": "0.5",
 }
 CT_TARGET = "bentos.ct_pattern:CtPattern"
+TRIAGE_TARGET = "bentos.respiratory_triage:RespiratoryTriage"
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import yaml
 from prometheus_client import generate_latest
 
 from medserve.anonymize.metrics import RunMetrics
+from medserve.catalogue import SERVICES
 from medserve.serving.metrics import LATENCY_BUCKETS
 from tests.chart_render import (
     CHART,
@@ -135,11 +136,7 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section(
         assert anchor == name.lower(), name
         assert anchor in anchors, f"docs/runbooks.md has no section for {name}"
     per_service = [r for r in alerts(default_groups) if "anonymize" not in r["alert"].lower()]
-    assert {r["labels"]["model"] for r in per_service} == {
-        "heart_risk",
-        "ecg_anomaly",
-        "ct_pattern",
-    }
+    assert {r["labels"]["model"] for r in per_service} == set(SERVICES)
 
 
 def test_alert_knobs_and_extra_labels_come_from_the_values(tmp_path: Path) -> None:
@@ -175,6 +172,23 @@ def test_alert_knobs_and_extra_labels_come_from_the_values(tmp_path: Path) -> No
     assert of_kind(disabled, "PrometheusRule") == {}
 
 
+def test_triage_alert_is_rendered_for_the_listed_services_with_their_knobs(tmp_path: Path) -> None:
+    triage = [r for r in alerts(rule_groups(render())) if r["alert"].startswith("MedserveTriage")]
+    assert [r["labels"]["model"] for r in triage] == ["respiratory_triage"]
+    values = tmp_path / "triage.yaml"
+    knobs = {"unknownAnswerShareThreshold": 0.4, "minAnswers": 50, "window": "2h", "for": "1h"}
+    values.write_text(yaml.safe_dump({"monitoring": {"prometheusRule": {"triage": knobs}}}))
+    (rule,) = [r for r in alerts(rule_groups(render([values]))) if "Triage" in r["alert"]]
+    assert rule["for"] == "1h" and ") > 0.4\n" in rule["expr"]
+    assert rule["expr"].rstrip().endswith(">= 50") and "[2h]" in rule["expr"]
+    assert "[1h]" not in rule["expr"]
+    values.write_text(
+        yaml.safe_dump({"monitoring": {"prometheusRule": {"triage": {"services": []}}}})
+    )
+    off = render([values])
+    assert not [r for r in alerts(rule_groups(off)) if "Triage" in r["alert"]]
+
+
 def slo_bounds(groups: list[dict[str, Any]]) -> dict[str, str]:
     """The latency SLO's bucket bound per model, from the recording rules' static labels."""
     return {
@@ -198,15 +212,15 @@ def values_with_slo(path: Path, seconds: dict[str, float]) -> Path:
 
 def test_latency_slo_is_per_service_and_must_be_a_histogram_bucket(tmp_path: Path) -> None:
     groups = rule_groups(render([values_with_slo(tmp_path / "ct.yaml", {"ct_pattern": 2.5})]))
-    assert slo_bounds(groups) == {"heart_risk": "1", "ecg_anomaly": "1", "ct_pattern": "2.5"}
+    assert slo_bounds(groups) == {model: "1" for model in SERVICES} | {"ct_pattern": "2.5"}
     ct_rules = [
         rule["expr"] for group in groups for rule in group["rules"]
         if rule.get("labels", {}).get("model") == "ct_pattern" and "record" in rule
     ]  # fmt: skip
     assert len(ct_rules) == 7  # 5m 30m 1h 2h 6h 1d 3d
     assert all('le="2.5"' in expr for expr in ct_rules)
-    # Every bound the services export is accepted (three services per render).
-    models = ("heart_risk", "ecg_anomaly", "ct_pattern")
+    # Every bound the services export is accepted (one per service and render).
+    models = tuple(SERVICES)
     for start in range(0, len(LATENCY_BUCKETS), len(models)):
         bounds = dict(zip(models, LATENCY_BUCKETS[start : start + len(models)], strict=False))
         values = values_with_slo(tmp_path / f"bounds-{start}.yaml", bounds)
@@ -241,27 +255,57 @@ def _string_constants(tree: ast.Module) -> dict[str, str]:
     return found
 
 
+INFERENCE_CALLS = frozenset({"predict_instances", "infer", "_infer"})
+
+
+def _call_name(node: ast.Call) -> str:
+    return str(getattr(node.func, "id", getattr(node.func, "attr", "")))
+
+
+def _forwarders(trees: list[ast.Module]) -> set[str]:
+    """Functions that pass an `api` parameter of their own on as the last argument of an
+    inference call (the triage's `consult_step`), found to a fixed point."""
+    calls = set(INFERENCE_CALLS)
+    while True:
+        found = set(calls)
+        for tree in trees:
+            for function in ast.walk(tree):
+                if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                parameters = {a.arg for a in function.args.args}
+                for node in ast.walk(function):
+                    if isinstance(node, ast.Call) and _call_name(node) in calls and node.args:
+                        last = node.args[-1]
+                        if isinstance(last, ast.Name) and last.id in parameters:
+                            found.add(function.name)
+        if found == calls:
+            return calls
+        calls = found
+
+
 def code_facts() -> tuple[set[str], set[str], set[str]]:
     """From the serving code: (5xx error codes, 4xx error codes, APIs that run inference).
 
     Error codes are the `error` of every `ServiceError(status, "code", ...)`; APIs the last
-    argument of every `predict_instances(...)` / `infer(...)` / `_infer(...)` call that is a
-    literal or a module constant (the others pass their caller's API on).
+    argument of every `predict_instances(...)` / `infer(...)` / `_infer(...)` call, or of a
+    function passing it on (`_forwarders`), that is a literal or a module constant (the others
+    pass their caller's API on).
     """
     server, client, apis = set(), set(), set()
-    for path in sorted((ROOT / "medserve").rglob("*.py")):
-        tree = ast.parse(path.read_text())
+    trees = [ast.parse(path.read_text()) for path in sorted((ROOT / "medserve").rglob("*.py"))]
+    inference_calls = _forwarders(trees)
+    for tree in trees:
         constants = _string_constants(tree)
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
-            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            name = _call_name(node)
             args = node.args
             if name == "ServiceError" and len(args) >= 2:
                 status, code = args[0], args[1]
                 if isinstance(status, ast.Constant) and isinstance(code, ast.Constant):
                     (server if status.value >= 500 else client).add(code.value)
-            if name in ("predict_instances", "infer", "_infer") and args:
+            if name in inference_calls and args:
                 last = args[-1]
                 if isinstance(last, ast.Constant) and isinstance(last.value, str):
                     apis.add(last.value)
@@ -292,11 +336,12 @@ def test_latency_slo_covers_every_inference_api_of_the_code(
 ) -> None:
     _, _, apis = code_facts()
     inference = {"http_json", "grpc", "grpc_stream", "v2_rest", "http_strip", "http_image", "form"}
+    inference |= {"http_consult", "triage_page"}  # through consult_step (a forwarder)
     assert inference <= apis
     records = [
         rule["expr"] for group in default_groups for rule in group["rules"] if "record" in rule
     ]
-    assert len(records) == 7 * 3
+    assert len(records) == 7 * len(SERVICES)
     for expr in records:
         assert _matcher(expr, "api") == apis
         assert 'outcome="ok"' in expr

@@ -188,6 +188,111 @@ def test_a_model_store_needs_pinned_model_versions() -> None:
     assert "must pin a version" in result.stderr
 
 
+# --------------------------------------------------------------------------- companion models
+
+
+def services_file(path: Path, modify: dict[str, dict[str, Any]], pin: bool = False) -> Path:
+    """A values file with values.yaml's services, `modify[name]` merged into an entry (helm
+    --set would replace the whole list); `pin` gives every model a fixed version."""
+    services = yaml.safe_load((CHART / "values.yaml").read_text())["services"]
+    for entry in services:
+        if pin:
+            entry["modelTag"] = f"{entry['name']}:v1"
+            entry["companionModels"] = {c: f"{c}:v1" for c in entry.get("companionModels", {})}
+        entry.update(modify.get(entry["name"], {}))
+    path.write_text(yaml.safe_dump({"services": services}))
+    return path
+
+
+def chart_companions(values_files: tuple[Path, ...]) -> dict[str, dict[str, str]]:
+    services = {}
+    for path in (CHART / "values.yaml", *values_files):
+        for entry in (yaml.safe_load(path.read_text()) or {}).get("services", []):
+            services[entry["name"]] = entry.get("companionModels", {})
+    return services
+
+
+@pytest.mark.parametrize("name", ["default", "production"])
+def test_chart_companion_models_are_the_catalogue_companions(name: str) -> None:
+    companions = chart_companions(VALUES[name])
+    assert companions == {e.model: {c: companions[e.model][c] for c in e.companions}
+                          for e in SERVICES.values()}  # fmt: skip
+    assert any(companions.values()), "no service has a companion: the tests below prove nothing"
+
+
+def test_companion_models_become_tag_env_and_an_annotation(tmp_path: Path) -> None:
+    documents = render()
+    for entry in SERVICES.values():
+        deployment = of_kind(documents, "Deployment")[resource_name(entry.model)]
+        env = env_of(deployment)
+        tags = {k: v for k, v in env.items() if k.endswith("_MODEL_TAG")}
+        assert tags == {
+            f"MEDSERVE_{model.upper()}_MODEL_TAG": f"{model}:latest" for model in entry.models
+        }
+        assert not [k for k in env if k.endswith("_MODEL_URI")]  # baked store: nothing to import
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["medserve.io/model-tag"] == f"{entry.model}:latest"
+        expected = {c: f"{c}:latest" for c in entry.companions}
+        assert json.loads(annotations.get("medserve.io/companion-model-tags", "{}")) == expected
+    # A companion the catalogue does not know yet is still rendered from the values alone.
+    extra = services_file(
+        tmp_path / "extra.yaml",
+        {"heart_risk": {"companionModels": {"heart_calib": "heart_calib:v2"}}},
+    )
+    heart = of_kind(render((extra,)), "Deployment")[resource_name("heart_risk")]
+    assert env_of(heart)["MEDSERVE_HEART_CALIB_MODEL_TAG"] == "heart_calib:v2"
+
+
+def test_companion_models_are_pinned_and_imported_with_a_model_store(tmp_path: Path) -> None:
+    companions = {"heart_risk": {"companionModels": {"heart_calib": "heart_calib:20261201-ab"}}}
+    pinned = services_file(tmp_path / "pinned.yaml", companions, pin=True)
+    documents = render((pinned,), set_values=["modelStore.uri=s3://models/prod/"])
+    env = env_of(of_kind(documents, "Deployment")[resource_name("heart_risk")])
+    assert env["MEDSERVE_HEART_RISK_MODEL_URI"] == "s3://models/prod/heart_risk/v1.bentomodel"
+    assert env["MEDSERVE_HEART_CALIB_MODEL_TAG"] == "heart_calib:20261201-ab"
+    uri = "s3://models/prod/heart_calib/20261201-ab.bentomodel"
+    assert env["MEDSERVE_HEART_CALIB_MODEL_URI"] == uri
+    # Own models pinned, a companion left at `latest`: refused, naming the companion.
+    latest = {"heart_risk": {"companionModels": {"heart_calib": "heart_calib:latest"}}}
+    floating = services_file(tmp_path / "floating.yaml", latest, pin=True)
+    args = ("template", RELEASE, str(CHART), *values_args((floating,)))
+    result = helm(*args, "--set", "modelStore.uri=s3://models", check=False)
+    assert result.returncode != 0
+    assert "services[heart_risk].companionModels.heart_calib must pin a version" in result.stderr
+    assert helm(*args, check=False).returncode == 0  # without a store, `latest` is the baked one
+
+
+@pytest.mark.parametrize(
+    ("companions", "message"),
+    [
+        # Not a model name (helm's validator reports propertyNames under a wrong path).
+        ({"Heart-Calib": "heart_calib:v1"}, "invalid propertyName 'Heart-Calib'"),
+        ({"heart_calib": "heart_calib"}, "/services/0/companionModels/heart_calib"),  # no version
+        ({"heart_calib": ["heart_calib:v1"]}, "/services/0/companionModels/heart_calib"),
+    ],
+)
+def test_schema_refuses_bad_companion_models(
+    companions: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    values = services_file(tmp_path / "bad.yaml", {"heart_risk": {"companionModels": companions}})
+    result = helm("template", RELEASE, str(CHART), *values_args((values,)), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_a_companion_tag_must_name_its_model(tmp_path: Path) -> None:
+    """MEDSERVE_HEART_CALIB_MODEL_TAG=other:v1 would load another model under that name: the
+    template refuses it (the schema cannot compare a key with its value)."""
+    wrong = {"heart_risk": {"companionModels": {"heart_calib": "heart_risk:v1"}}}
+    values = services_file(tmp_path / "wrong.yaml", wrong)
+    for extra in ((), ("--skip-schema-validation",)):
+        args = ("template", RELEASE, str(CHART), *values_args((values,)), *extra)
+        result = helm(*args, check=False)
+        assert result.returncode != 0
+        message = 'services[heart_risk].companionModels.heart_calib "heart_risk:v1" must be a tag'
+        assert message in result.stderr, result.stderr
+
+
 def test_every_bentoml_service_in_bentos_is_in_the_chart_and_the_catalogue() -> None:
     targets = set()
     for path in sorted((ROOT / "bentos").glob("*.py")):
@@ -220,7 +325,8 @@ def test_each_service_gets_its_deployment_services_hpa_and_pdb(
         env = env_of(deployment)
         assert env["MEDSERVE_GRPC_PORT"] == str(entry.grpc_port)
         assert env["MEDSERVE_HTTP_HOST"] == env["MEDSERVE_GRPC_HOST"] == "0.0.0.0"
-        assert f"MEDSERVE_{entry.model.upper()}_MODEL_TAG" in env
+        for model in entry.models:  # its own model and its companions (catalogue)
+            assert f"MEDSERVE_{model.upper()}_MODEL_TAG" in env
         assert "resources" in main and main["resources"]["limits"]["memory"]
         service_ports = {p["name"]: p["port"] for p in services[name]["spec"]["ports"]}
         assert service_ports == {"http": entry.http_port, "grpc": entry.grpc_port}
@@ -300,7 +406,12 @@ def auth_env_names() -> set[str]:
 def test_pod_env_names_are_settings_the_code_reads(documents: list[dict[str, Any]]) -> None:
     """A misspelt MEDSERVE_* variable would be ignored silently by pydantic-settings."""
     known = {f"MEDSERVE_{field.upper()}" for field in Settings.model_fields}
-    known |= {f"MEDSERVE_{m.upper()}_MODEL_{k}" for m in SERVICES for k in ("TAG", "URI")}
+    known |= {
+        f"MEDSERVE_{model.upper()}_MODEL_{k}"
+        for entry in SERVICES.values()
+        for model in entry.models  # companions are read by ModelSource.from_env too
+        for k in ("TAG", "URI")
+    }
     known |= auth_env_names()
     assert {"MEDSERVE_AUTH_JWKS_URL", "MEDSERVE_ALLOWED_HOSTS"} <= auth_env_names()
     for deployment in of_kind(documents, "Deployment").values():
@@ -340,12 +451,13 @@ def test_production_imports_pinned_models_from_s3_with_irsa_and_a_secret_url() -
     for entry in SERVICES.values():
         deployment = of_kind(documents, "Deployment")[resource_name(entry.model)]
         env = env_of(deployment)
-        tag = env[f"MEDSERVE_{entry.model.upper()}_MODEL_TAG"]
-        name, version = tag.split(":")
-        assert name == entry.model and version != "latest"
-        uri = env[f"MEDSERVE_{entry.model.upper()}_MODEL_URI"]
-        # The layout model_store.export_model writes: <uri>/<name>/<version>.bentomodel
-        assert uri == f"s3://medserve-models/{name}/{version}.bentomodel"
+        for model in entry.models:  # companions are imported by the pod the same way
+            tag = env[f"MEDSERVE_{model.upper()}_MODEL_TAG"]
+            name, version = tag.split(":")
+            assert name == model and version != "latest"
+            uri = env[f"MEDSERVE_{model.upper()}_MODEL_URI"]
+            # The layout model_store.export_model writes: <uri>/<name>/<version>.bentomodel
+            assert uri == f"s3://medserve-models/{name}/{version}.bentomodel"
         assert env["MEDSERVE_DATABASE_URL"]["secretKeyRef"]["name"] == "medserve-prediction-log"
         assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "medserve"
 

@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from medserve.auth.settings import AuthSettings
 from medserve.catalogue import SERVICES
 from tests.chart_render import ROOT, of_kind, render, resource_name
+from tests.conftest import companion_env
 from tests.servers import ServiceProcess, medserve_service
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -67,9 +68,19 @@ def secrets(rendered: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return of_kind(rendered, "Secret")
 
 
-@pytest.fixture(scope="module")
-def model_tags(heart_tag: str, ecg_tag: str, ct_trained: dict[str, str]) -> dict[str, str]:
-    return {"heart_risk": heart_tag, "ecg_anomaly": ecg_tag, "ct_pattern": ct_trained["tag"]}
+# The session fixture giving each chart service's stored model (a new service adds its line);
+# requested per pod, so one service's pod needs only its own model trained.
+MODEL_FIXTURES = {
+    "heart_risk": "heart_tag",
+    "ecg_anomaly": "ecg_tag",
+    "ct_pattern": "ct_trained",
+    "respiratory_triage": "triage_tag",
+}
+
+
+def model_tag(request: pytest.FixtureRequest, model: str) -> str:
+    trained = request.getfixturevalue(MODEL_FIXTURES[model])
+    return str(trained["tag"] if isinstance(trained, dict) else trained)
 
 
 def cpu_cores(quantity: str) -> int:
@@ -106,12 +117,15 @@ def pod(
     request: pytest.FixtureRequest,
     deployments: dict[str, dict[str, Any]],
     secrets: dict[str, dict[str, Any]],
-    model_tags: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[dict[str, Any], ServiceProcess]]:
     model = request.param
     spec = deployments[resource_name(model)]["spec"]["template"]["spec"]
     (container,) = spec["containers"]
+    # Stored first: the init container below copies the store as it is then.
+    tags = {f"MEDSERVE_{model.upper()}_MODEL_TAG": model_tag(request, model)}
+    # The chart pins companions to `<name>:latest` of the baked store; here the session's tags.
+    tags |= companion_env(request, container["command"][2])
     inits = {c["name"]: c for c in spec["initContainers"]}
     init = inits["copy-baked-models"]
     home: Path = tmp_path_factory.mktemp(f"pod-{model}")
@@ -133,8 +147,8 @@ def pod(
         "MEDSERVE_HOME": str(home),
         "HOME": str(home),
         "TMPDIR": str(home / "tmp"),
-        f"MEDSERVE_{model.upper()}_MODEL_TAG": model_tags[model],
     }
+    env |= tags
     # Bind to loopback here; medserve_service also moves the ports.
     env["MEDSERVE_HTTP_HOST"] = "127.0.0.1"
     target = container["command"][2]

@@ -2,11 +2,12 @@
 
 Statically: every dashboards/*.json is shipped as a ConfigMap for the Grafana sidecar, parses,
 has a unique uid and only Prometheus panels; each ServiceMonitor reaches the Service port the pods
-serve /metrics on. Live: a real Prometheus scrapes the heart, ECG and CT services, running at
-once, with the rendered ServiceMonitor's path and scheme (and the Operator's target labels) and
-evaluates the rendered rules; after traffic (4xx and anomalous ECG beats included) every panel
-query of services.json returns data, every alert selects real series once its threshold is
-relaxed, and every metric the rules and dashboards name is one the services export.
+serve /metrics on. Live: a real Prometheus scrapes every catalogue service (heart, ECG, CT,
+respiratory triage), running at once, with the rendered ServiceMonitor's path and scheme (and the
+Operator's target labels) and evaluates the rendered rules; after traffic (4xx, anomalous ECG
+beats and whole triage consults with "não sei" answers included) every panel query of
+services.json returns data, every alert selects real series once its threshold is relaxed, and
+every metric the rules and dashboards name is one the services export.
 """
 
 from __future__ import annotations
@@ -26,18 +27,26 @@ import httpx
 import pytest
 import yaml
 
+from medserve.catalogue import SERVICES
 from medserve.ecg.beats import NORMAL, BeatSet
 from medserve.ecg.synthetic import SyntheticEcgConfig, generate
 from tests.auth_tokens import client_headers
 from tests.chart_render import CHART, RELEASE, of_kind, render, resource_name
-from tests.conftest import CT_TARGET, ECG_TARGET, HEART_TARGET, service_env
+from tests.conftest import (
+    CT_TARGET,
+    ECG_TARGET,
+    HEART_TARGET,
+    TRIAGE_TARGET,
+    companion_env,
+    service_env,
+)
 from tests.heart_samples import VALID_PATIENT, dataset_patients
 from tests.servers import PrometheusServer, ServiceProcess, medserve_service, prometheus_server
 
 DASHBOARDS = CHART / "dashboards"
 SERVICES_DASHBOARD = DASHBOARDS / "services.json"
 NAMESPACE = "medserve"
-MODELS = ("heart_risk", "ecg_anomaly", "ct_pattern")
+MODELS = tuple(SERVICES)
 # Grafana's built-in variables, as a 1 s scrape interval makes them.
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
 # Series the services do not export, with who does.
@@ -167,6 +176,10 @@ def test_services_dashboard_variables_and_panels() -> None:
         "medserve_rejected_requests_total",
         "medserve_predictions_total",  # ECG anomaly rate
         "medserve_model_info",
+        # Triage: consults by outcome, questions per consult, the "não sei" rate.
+        "medserve_triage_steps_total",
+        "medserve_triage_questions_per_consult_bucket",
+        "medserve_triage_answers_total",
     ):
         assert needed in names, needed
     # Every query but the ECG-only panel follows the model variable.
@@ -227,17 +240,23 @@ class Live:
 
 @pytest.fixture(scope="module")
 def services(
+    request: pytest.FixtureRequest,
     heart_tag: str,
     ecg_tag: str,
     ct_trained: dict[str, str],
+    triage_tag: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, ServiceProcess]]:
-    """The three services at once, with small drift windows (as the conftest fixtures)."""
+    """Every service at once, with small drift windows (as the conftest fixtures)."""
     settings = {
         "heart_risk": (HEART_TARGET, heart_tag, "200", "50", {"MEDSERVE_WORKERS": "2"}),
         "ecg_anomaly": (ECG_TARGET, ecg_tag, "200", "50", {}),
         "ct_pattern": (CT_TARGET, ct_trained["tag"], "20", "5", {}),
-    }
+        "respiratory_triage": (
+            TRIAGE_TARGET, triage_tag, "20", "5", companion_env(request, TRIAGE_TARGET)
+        ),
+    }  # fmt: skip
+    assert set(settings) == set(MODELS)
     with contextlib.ExitStack() as stack:
         running = {}
         for model, (target, tag, window, min_samples, extra) in settings.items():
@@ -264,7 +283,7 @@ def live(
     for name, monitor in of_kind(documents, "ServiceMonitor").items():
         (endpoint,) = monitor["spec"]["endpoints"]
         endpoints[name] = (endpoint["path"], endpoint["scheme"])
-    # One scrape job for all three: the rendered endpoint settings are the same for every service.
+    # One scrape job for all: the rendered endpoint settings are the same for every service.
     ((path, scheme),) = set(endpoints.values())
     assert (path, scheme) == ("/metrics", "http")
     # The labels the Operator gives a ServiceMonitor target: job = the Service's name.
@@ -302,6 +321,33 @@ def ecg_beats() -> BeatSet:
     return generate(SyntheticEcgConfig(seed=99, normal_beats=40, abnormal_beats_per_class=15), 1)
 
 
+def triage_answer(question: dict[str, Any], turn: int) -> str:
+    """A scripted patient: the chief complaint and factor values picked by turn, symptoms
+    answered yes / no / unknown in turn, so every third symptom answer is "não sei"."""
+    allowed = question["allowed_answers"]
+    if question["kind"] == "symptom":
+        return ("yes", "no", "unknown")[turn % 3]
+    known = [a for a in allowed if a != "unknown"]
+    return known[turn % len(known)]
+
+
+def finish_consult(client: httpx.Client, url: str, seed: int, strategy: str) -> dict[str, Any]:
+    """Answer a whole consult step by step (`POST /consult`); the final step's answer."""
+    answers: list[dict[str, str]] = []
+    for _ in range(100):  # a consult asks each KB question at most once
+        response = client.post(f"{url}/consult", json={"answers": answers, "strategy": strategy})
+        assert response.status_code == 200, response.text
+        step = response.json()
+        if step["question"] is None:
+            assert step["prediction_id"]  # the source's cycle may exclude every disease
+            return step
+        question = step["question"]
+        answers.append(
+            {"question": question["id"], "answer": triage_answer(question, seed + len(answers))}
+        )
+    raise AssertionError("the consult did not end")
+
+
 def steady_traffic(
     live: Live,
     patient: dict[str, Any],
@@ -311,7 +357,7 @@ def steady_traffic(
 ) -> list[str]:
     """Keep every service busy until `stop` (rates over a 1m window need increasing counters);
     returns what went wrong."""
-    heart, ecg, ct = (live.services[m] for m in MODELS)
+    heart, ecg, ct, triage = (live.services[m] for m in MODELS)
     problems: list[str] = []
     with httpx.Client(headers=client_headers(), timeout=60) as client:
         tick = 0
@@ -326,6 +372,11 @@ def steady_traffic(
                 status = client.post(url, **body).status_code
                 if status != 200:
                     problems.append(f"{url}: HTTP {status}")
+            if tick % 4 == 0:
+                try:
+                    finish_consult(client, triage.url, tick, ("info_gain", "source")[tick % 8 // 4])
+                except AssertionError as exc:
+                    problems.append(f"{triage.url}/consult: {exc}")
     return problems
 
 
@@ -333,7 +384,7 @@ def steady_traffic(
 def traffic(live: Live, ecg_beats: BeatSet, ct_dataset: Path) -> Iterator[Live]:
     """Enough requests for every drift window, a few 4xx per service, anomalous ECG beats; then
     steady traffic on every service while the tests query."""
-    heart, ecg, ct = (live.services[m] for m in MODELS)
+    heart, ecg, ct, triage = (live.services[m] for m in MODELS)
     slices = sorted(ct_dataset.glob("*/*/*.dcm"))[:8]
     with httpx.Client(headers=client_headers(), timeout=60) as client:
         patients = dataset_patients()[:80]
@@ -363,6 +414,11 @@ def traffic(live: Live, ecg_beats: BeatSet, ct_dataset: Path) -> Iterator[Live]:
             response = client.post(f"{ct.url}/predict/image", content=dicom.read_bytes())
             assert response.status_code == 200, response.text
         assert client.post(f"{ct.url}/predict/image", content=b"").status_code == 400
+        # Whole consults of both strategies (past the drift window's minimum), and a refusal.
+        for seed in range(12):
+            finish_consult(client, triage.url, seed, ("info_gain", "source")[seed % 2])
+        unknown_question = {"answers": [{"question": "no-such-question", "answer": "yes"}]}
+        assert client.post(f"{triage.url}/consult", json=unknown_question).status_code == 422
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
         background = pool.submit(
@@ -452,6 +508,13 @@ def test_every_services_dashboard_query_returns_data(traffic: Live) -> None:
         assert {s["metric"]["model"] for s in results[label]} == set(MODELS), label
     (anomaly_rate,) = results["ECG anomaly rate / A"]
     assert 0 < float(anomaly_rate["value"][1]) <= 1
+    # The scripted patients answer every third symptom "não sei".
+    (unknown_rate,) = results['Triage: "não sei" rate / A']
+    assert 0 < float(unknown_rate["value"][1]) < 1
+    strategies = {s["metric"]["strategy"] for s in results["Triage: questions per consult / A"]}
+    assert strategies == {"info_gain", "source"}
+    (diagnosis_psi,) = results["Triage: diagnosis mix drift (PSI vs the KB prior) / A"]
+    assert diagnosis_psi["metric"]["model"] == "respiratory_triage"
     reasons = {s["metric"]["reason"] for s in results["Rejected requests by reason / A"]}
     assert {"validation_error", "malformed_json", "empty_body"} <= reasons
 
@@ -468,6 +531,9 @@ def relaxed(alert: str, expr: str) -> str | None:
         return re.sub(r" > \([0-9.]+ \* \(1 - [0-9.]+\)\)", " >= 0", expr)
     if alert == "MedserveTargetDown":
         return expr.replace("== 0", "== 1")
+    if alert == "MedserveTriageUnknownAnswersHigh":
+        expr = re.sub(r"\) > [0-9.]+\n", ") >= 0\n", expr)
+        return re.sub(r">= \d+\s*$", ">= 0", expr.strip())
     return None  # kube-state-metrics and Pushgateway series do not exist here
 
 
@@ -490,7 +556,8 @@ def test_every_service_alert_selects_the_services_real_series(traffic: Live) -> 
                 query := relaxed(rule["alert"], rule["expr"])
             ):
                 queries[f"{rule['alert']} {rule['labels'].get('model')}"] = query
-    assert len(queries) == 3 * (7 + 6)  # 7 windows; drift x2, burn x2, errors, target down
+    # 7 windows; drift x2, burn x2, errors, target down per service; the triage "não sei" alert.
+    assert len(queries) == len(MODELS) * (7 + 6) + 1
     results = wait_for_all(prometheus, queries)
     for label, series in results.items():
         model = label.rsplit(" ", 1)[1]

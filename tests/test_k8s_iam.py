@@ -198,10 +198,13 @@ def test_policy_is_a_least_privilege_document(role: str) -> None:
 def test_policies_name_exactly_the_configured_locations() -> None:
     models = model_bucket()
     assert training_exports() == {str(models).rstrip("/")}  # the RayJobs export where pods read
-    # Pods import <modelStore.uri>/<name>/<version>.bentomodel, name from their pinned tag.
+    # Pods import <modelStore.uri>/<name>/<version>.bentomodel, name from their pinned tag:
+    # the service's own model and its companions (the triage's climate rules).
     production = yaml.safe_load(PRODUCTION_VALUES.read_text())
     names = {service["modelTag"].split(":")[0] for service in production["services"]}
-    assert names == set(SERVICES)
+    for service in production["services"]:
+        names |= {tag.split(":")[0] for tag in service.get("companionModels", {}).values()}
+    assert names == {model for entry in SERVICES.values() for model in entry.models}
     prefixes = {f"arn:aws:s3:::{models.bucket}/{models.child(name).key}/*" for name in names}
     for role in ("medserve-serving", "medserve-train"):
         resources = {r for s in policy(role)["Statement"] for r in as_list(s["Resource"])}
@@ -322,7 +325,9 @@ def read_calls(log: Path, phase: str) -> list[Call]:
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory, heart_tag: str) -> dict[str, list[Call]]:
+def recorded(
+    tmp_path_factory: pytest.TempPathFactory, heart_tag: str, triage_tag: str
+) -> dict[str, list[Call]]:
     """Role -> the S3 calls its code made in a real run against moto's S3 server."""
     tmp = tmp_path_factory.mktemp("iam")
     source, sink = anonymize_locations()
@@ -374,6 +379,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, heart_tag: str) -> dict[s
         # Training exports: the session's heart model, and a model above the multipart size
         # (the same export code path as a CT archive), built in a store of its own.
         run("medserve-train", "export", [*cli, "export", heart_tag, str(models)])
+        # The triage KB, published by its RayJob like a model (`--export` runs this export).
+        run("medserve-train", "export-kb", [*cli, "export", triage_tag, str(models)])
         big_home = tmp / "big-store"
         big = run(
             None, "make-big", ["-c", MAKE_BIG_MODEL, str(MULTIPART_BYTES)],
@@ -428,7 +435,12 @@ def test_recording_covers_every_code_path(recorded: dict[str, list[Call]]) -> No
     assert {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"} <= operations(
         train, "export-big"
     )
-    assert operations(train, "export") == {"PutObject"}
+    assert operations(train, "export") == operations(train, "export-kb") == {"PutObject"}
+    # Every kind of stored model went out and came back in (the rules: see k8s/README.md).
+    exported = {c.key.split("/")[0] for c in train if c.key}
+    assert {"heart_risk", "respiratory_triage", "ct_pattern"} <= exported
+    imported = {c.key.split("/")[0] for c in recorded["medserve-serving"]}
+    assert imported == exported
     assert operations(recorded["medserve-serving"]) == {"HeadObject", "GetObject"}
     assert all(c.status < 300 for c in train + recorded["medserve-serving"])
 

@@ -28,6 +28,7 @@ from referencing import Registry, Resource
 
 from medserve.anonymize.settings import AnonymizerSettings, PipelineSettings
 from medserve.respiratory.climate.settings import ClimateRulesSettings
+from medserve.respiratory.settings import TriageSettings
 from medserve.settings import Settings
 from tests.chart_render import PRODUCTION_VALUES
 from tests.k8s_render import BASE, K8S, OVERLAYS, RAY_KINDS, ROOT, load, ray_resources
@@ -47,12 +48,14 @@ TRAIN_CONFIGS: dict[str, type[BaseSettings]] = {
     "ecg_anomaly": EcgTrainConfig,
     "ct_pattern": CtTrainConfig,
     "respiratory_rules": ClimateRulesSettings,
+    "respiratory_triage": TriageSettings,  # the KB publish reads the triage settings
 }
 # Which ServiceAccount (IRSA role) each Ray workload runs as.
 SERVICE_ACCOUNTS = {
     "medserve-train-heart-risk": "medserve-train",
     "medserve-train-ecg-anomaly": "medserve-train",
     "medserve-train-ct-pattern": "medserve-train",
+    "medserve-train-respiratory-triage": "medserve-train",
     "medserve-train-respiratory-rules": "medserve-train",
     "medserve-anonymize": "medserve-anonymize",
     "medserve-adhoc": "medserve-ray-adhoc",
@@ -408,6 +411,34 @@ def test_training_rayjob_flags_settings_and_export_target(model: str) -> None:
         for role, pod in ray_pods(rayjob).items():
             if role.startswith("worker/"):
                 assert "MEDSERVE_DATABASE_URL" in env_names(containers(pod)[0])
+
+
+def test_kb_rayjob_mirrors_the_kb_into_a_migrated_database() -> None:
+    """Publishing the triage KB writes its tables into the prediction log's database, which
+    must be current (`check_schema`): the worker gets the chart's database URL; in dev, whose
+    URL is a SQLite file of the worker, an init container migrates that file first."""
+    (rayjob,) = (load(p) for p in RAYJOBS if "respiratory_triage" in load(p)["spec"]["entrypoint"])
+    env = runtime_env(rayjob)
+    kb = TriageSettings(**{k.removeprefix("MEDSERVE_TRIAGE_").lower(): v for k, v in env.items()})
+    # The image's copy of the default KB (ray.Dockerfile: medserve/ under /opt/medserve).
+    default = TriageSettings.model_fields["kb_path"].default.relative_to(ROOT)
+    assert kb.kb_path.as_posix() == f"/opt/medserve/{default.as_posix()}"
+    for overlay in ("base", *OVERLAYS):
+        if overlay == "base":
+            job = rayjob
+        else:
+            (job,) = (r for r in ray_resources(overlay_documents(overlay))
+                      if r["metadata"]["name"] == rayjob["metadata"]["name"])  # fmt: skip
+        (worker,) = (p for role, p in ray_pods(job).items() if role.startswith("worker/"))
+        assert "MEDSERVE_DATABASE_URL" in env_names(containers(worker)[0]), overlay
+        inits = {c["name"]: c for c in worker["spec"].get("initContainers", [])}
+        if overlay == "dev":
+            migrate = inits["migrate-database"]
+            assert migrate["command"] == ["python", "-m", "medserve.database", "upgrade"]
+            assert migrate["env"] == containers(worker)[0]["env"]  # the same database
+            assert migrate["image"] == containers(worker)[0]["image"]
+        else:
+            assert not inits, overlay  # the chart's hook Job migrates the shared database
 
 
 def test_ct_training_rayjob_runs_the_tested_entrypoint_with_real_settings() -> None:

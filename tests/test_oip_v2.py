@@ -30,7 +30,7 @@ from medserve.heart.features import to_matrix
 from tests.access_matrix import check_grpc_methods, check_http_routes
 from tests.access_matrix import infer_input as matrix_input
 from tests.auth_tokens import bearer
-from tests.conftest import service_env
+from tests.conftest import companion_env, service_env
 from tests.heart_samples import VALID_PATIENT
 from tests.servers import ServiceProcess, medserve_service
 
@@ -43,6 +43,10 @@ EXAMPLE_TENSORS = {
         [json.loads((EXAMPLES / "ecg_beat.json").read_text())], dtype=np.float32
     ),
     "ct_pattern": lambda: np.array([(EXAMPLES / "ct_slice.dcm").read_bytes()], dtype=object),
+    # The first step of a consult: no answer yet asks the chief complaint.
+    "respiratory_triage": lambda: np.array(
+        [json.dumps({"answers": [], "strategy": "info_gain"}).encode()], dtype=object
+    ),
 }
 TRANSPORTS = ["grpc", "http"]
 CHART_VALUES = Path(__file__).resolve().parents[1] / "charts" / "medserve" / "values.yaml"
@@ -370,7 +374,12 @@ def test_chart_and_catalogue_agree_on_services_and_ports() -> None:
 
 
 # The session fixture that trains each chart service's model (a new service adds its line).
-MODEL_FIXTURES = {"heart_risk": "heart_tag", "ecg_anomaly": "ecg_tag", "ct_pattern": "ct_trained"}
+MODEL_FIXTURES = {
+    "heart_risk": "heart_tag",
+    "ecg_anomaly": "ecg_tag",
+    "ct_pattern": "ct_trained",
+    "respiratory_triage": "triage_tag",
+}
 
 
 @pytest.fixture(scope="module", params=_chart_services(), ids=lambda s: s["name"])
@@ -382,6 +391,7 @@ def chart_service(
     trained = request.getfixturevalue(MODEL_FIXTURES[spec["name"]])
     tag = trained["tag"] if isinstance(trained, dict) else trained
     env = service_env(home, **{f"MEDSERVE_{spec['name'].upper()}_MODEL_TAG": tag})
+    env |= companion_env(request, spec["bento"])
     with medserve_service(spec["bento"], home, env) as service:
         yield spec, service
 

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page
 from medserve.auth.roles import Role
 from medserve.respiratory.consult import CHIEF_COMPLAINT
 from tests.auth_tokens import token
-from tests.conftest import service_env, triage_env
+from tests.conftest import companion_env, service_env
 from tests.servers import ServiceProcess, chromium_browser, medserve_service
 
 TARGET = "bentos.respiratory_triage:RespiratoryTriage"
@@ -28,10 +28,11 @@ FLU = {"febre", "mialgia", "tosse", "cefaleia", "fadiga", "calafrios"}
 
 @pytest.fixture(scope="module")
 def triage_service(
-    triage_tag: str, rules_tag: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, triage_tag: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
     home = tmp_path_factory.mktemp("triage-service")
-    env = service_env(home, **triage_env(triage_tag, rules_tag), MEDSERVE_WORKERS="2")
+    models = {"MEDSERVE_RESPIRATORY_TRIAGE_MODEL_TAG": triage_tag} | companion_env(request, TARGET)
+    env = service_env(home, **models, MEDSERVE_WORKERS="2")
     with medserve_service(TARGET, home, env) as service:
         yield service
 

@@ -50,18 +50,40 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* MEDSERVE_<MODEL>_MODEL_URI of a service: the pinned version's archive under the store. */}}
+{{/*
+MEDSERVE_<NAME>_MODEL_URI of one stored model a service loads (its own or a companion): the
+pinned version's archive under the store. `.tag` is the pinned tag, `.what` names the value in
+messages, `.root` is the chart root.
+*/}}
 {{- define "medserve.modelUri" -}}
-{{- $tag := .service.modelTag -}}
+{{- $tag := .tag -}}
 {{- $parts := splitList ":" $tag -}}
 {{- if ne (len $parts) 2 -}}
-{{- fail (printf "services[%s].modelTag %q must be <name>:<version>" .service.name $tag) -}}
+{{- fail (printf "%s %q must be <name>:<version>" .what $tag) -}}
 {{- end -}}
 {{- $version := last $parts -}}
 {{- if eq $version "latest" -}}
-{{- fail (printf "services[%s].modelTag must pin a version when modelStore.uri is set (got %q): pods must not drift to whatever is newest" .service.name $tag) -}}
+{{- fail (printf "%s must pin a version when modelStore.uri is set (got %q): pods must not drift to whatever is newest" .what $tag) -}}
 {{- end -}}
 {{- printf "%s/%s/%s.bentomodel" (trimSuffix "/" .root.Values.modelStore.uri) (first $parts) $version -}}
+{{- end -}}
+
+{{/*
+The stored models a service loads, as a list of {name, tag, what}: its own (modelTag) first,
+then its companionModels by name. A companion's tag must name the model it is the key of: the
+service reads MEDSERVE_<KEY>_MODEL_TAG for that model and would load another one.
+*/}}
+{{- define "medserve.storedModels" -}}
+{{- $svc := .service -}}
+{{- $models := list (dict "name" $svc.name "tag" $svc.modelTag "what" (printf "services[%s].modelTag" $svc.name)) -}}
+{{- range $name, $tag := ($svc.companionModels | default dict) -}}
+{{- $what := printf "services[%s].companionModels.%s" $svc.name $name -}}
+{{- if ne (first (splitList ":" $tag)) $name -}}
+{{- fail (printf "%s %q must be a tag of the model %s (<name>:<version>)" $what $tag $name) -}}
+{{- end -}}
+{{- $models = append $models (dict "name" $name "tag" $tag "what" $what) -}}
+{{- end -}}
+{{- toJson $models -}}
 {{- end -}}
 
 {{/*
