@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 
 import bentoml
-from bentoml.exceptions import NotFound
 import numpy as np
+from bentoml.exceptions import NotFound
 from pydantic import BaseModel
 
 from medserve import model_store
