@@ -4,8 +4,12 @@ A work unit is a test file, as with `--dist loadfile`, so a file's module-scoped
 once. Files whose tests kill processes by what they run (the `ray::...MapBatches` workers of
 *any* anonymisation job on the machine) are bound into one unit: they never run side by side.
 Session fixtures run once per worker, except the trained models (`trained_once` in conftest.py).
-The longest units are handed out first (longest-processing-time-first), so no worker is left
-running a long file alone at the end while the other idles.
+
+Order: the CT training first and the other long units next (longest-processing-time-first, so
+no worker is left running a long file alone at the end); the files that need the trained CT
+model last, so that no worker sits waiting for the model while other files are left to run.
+Everything else follows collection order. The lists are an optimisation only: a file missing
+from them still runs correctly, just perhaps later or with a wait.
 """
 
 from __future__ import annotations
@@ -23,18 +27,22 @@ if TYPE_CHECKING:
 BOUND = {
     "anonymise-with-ray": ("tests/test_anonymize_pipeline.py", "tests/test_anonymize_metrics.py"),
 }
-# Units in the order they are handed out first, longest first (measured: docs/status.md,
-# issue 16); every other file follows in collection order.
-LONGEST_FIRST = (
-    "anonymise-with-ray",
-    "tests/test_ct_training.py",
-    "tests/test_launcher.py",
+# Handed out before all others, in this order (measured: docs/status.md, issue 16).
+FIRST = ("tests/test_ct_training.py", "anonymise-with-ray", "tests/test_launcher.py")
+# Handed out after all others: they wait for the model test_ct_training.py's worker trains.
+LAST = (
+    "tests/test_ct_service.py",
+    "tests/test_chart_pods.py",
+    "tests/test_dashboards.py",
+    "tests/test_oip_v2.py",
+    "tests/test_fuzz.py",
 )
 _UNIT_OF_FILE = {path: unit for unit, paths in BOUND.items() for path in paths}
 
 
 class BoundFileScheduling(LoadScopeScheduling):
-    """`--dist loadfile` with bound files and the longest units first."""
+    """`--dist loadfile` with bound files, the longest units first and the CT model's users
+    last."""
 
     def __init__(self, config: pytest.Config, log: Producer | None = None) -> None:
         super().__init__(config, log)
@@ -44,7 +52,12 @@ class BoundFileScheduling(LoadScopeScheduling):
         return _UNIT_OF_FILE.get(path, path)
 
     def _assign_work_unit(self, node: WorkerController) -> None:
-        first = next((unit for unit in LONGEST_FIRST if unit in self.workqueue), None)
-        if first is not None:
-            self.workqueue.move_to_end(first, last=False)
+        queue = self.workqueue
+        ahead = [unit for unit in FIRST if unit in queue]
+        if ahead:
+            queue.move_to_end(ahead[0], last=False)
+        elif queue and next(iter(queue)) in LAST:
+            later = [unit for unit in queue if unit not in LAST]
+            if later:
+                queue.move_to_end(later[0], last=False)
         super()._assign_work_unit(node)
