@@ -24,9 +24,11 @@ lint: venv
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 
-## Run the whole test suite against real local servers.
+## Run the whole test suite against real local servers, on PYTEST_WORKERS processes
+## (pytest-xdist; tests/xdist_scheduling.py). `PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= 2
 test: system-deps venv lint
-	$(UV) run pytest
+	$(UV) run pytest -n $(PYTEST_WORKERS)
 
 bench: system-deps venv
 	$(UV) run python -m bench.heart_serving

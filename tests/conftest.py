@@ -6,13 +6,14 @@ Every test session gets its own MEDSERVE_HOME and BENTOML_HOME (set here, before
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,39 @@ from tests.servers import (  # noqa: E402
     upgrade_once,
     wait_for_http,
 )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`pytest -n N` hands out whole files, some bound together (tests/xdist_scheduling.py)."""
+    from tests.xdist_scheduling import BoundFileScheduling
+
+    return BoundFileScheduling(config, log)  # type: ignore[arg-type]
+
+
+def trained_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, train: Callable[[], dict[str, str]]
+) -> dict[str, str]:
+    """`train()` (a dict with the model's "tag") once per test run: under pytest-xdist the first
+    worker to ask trains and exports the model beside the workers' temporary folders; the others
+    wait for it and import that model into their own session's store."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return train()
+    import bentoml
+
+    shared = tmp_path_factory.getbasetemp().parent  # one folder per run, shared by its workers
+    result, archive = shared / f"{name}.json", shared / f"{name}.bentomodel"
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if result.exists():
+            trained: dict[str, str] = json.loads(result.read_text())
+            bentoml.models.import_model(str(archive))
+            return trained
+        trained = train()
+        bentoml.models.export_model(trained["tag"], str(archive))
+        result.write_text(json.dumps(trained))
+        return trained
+
 
 HEART_TARGET = "bentos.heart_risk:HeartRisk"
 ECG_TARGET = "bentos.ecg_anomaly:EcgAnomaly"
@@ -101,11 +135,14 @@ def heart_tag() -> str:
 
 
 @pytest.fixture(scope="session")
-def ecg_tag() -> str:
-    """An ECG model trained once per session (small synthetic set) into the session's store."""
+def ecg_tag(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An ECG model trained once per run (small synthetic set) into the session's store."""
     from training.ecg_anomaly import EcgTrainConfig, train
 
-    return train(EcgTrainConfig(**ECG_TEST_TRAINING)).tag
+    def train_small() -> dict[str, str]:
+        return {"tag": str(train(EcgTrainConfig(**ECG_TEST_TRAINING)).tag)}
+
+    return trained_once(tmp_path_factory, "ecg-model", train_small)["tag"]
 
 
 @pytest.fixture(scope="session")
@@ -207,12 +244,14 @@ class RayHead:
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
     """One local Ray head (GCS + job server) on loopback for the session's Ray tests."""
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets
-    dashboard, gcs = free_port(), free_port()
+    # Every fixed default port chosen too: under pytest-xdist each worker may run a head.
+    dashboard, gcs, client, agent = (free_port() for _ in range(4))
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
     cmd = [
         str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
         f"--port={gcs}", "--node-ip-address=127.0.0.1",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
         "--include-dashboard=true", "--num-cpus=2", "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
     ]  # fmt: skip
@@ -251,18 +290,26 @@ def ct_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ct_trained(ray_head: RayHead, ct_dataset: Path) -> dict[str, str]:
-    """The CT model trained through the real Ray job entrypoint on the session's Ray head:
-    {"tag", "report"} (the four-architecture comparison it printed)."""
-    env = dict(os.environ, **ray_head.env(), MEDSERVE_CT_TRAIN_DATA_DIR=str(ct_dataset))
-    env |= {f"MEDSERVE_CT_TRAIN_{k.upper()}": v for k, v in CT_TEST_TRAINING.items()}
-    result = subprocess.run(
-        [sys.executable, "-m", "ray_jobs.train", "ct_pattern"],
-        capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    trained = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"tag": trained["tag"], "report": result.stdout}
+def ct_trained(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The CT model trained once per run through the real Ray job entrypoint on the session's
+    Ray head: {"tag", "report"} (the four-architecture comparison it printed)."""
+
+    def train() -> dict[str, str]:
+        ray_head: RayHead = request.getfixturevalue("ray_head")  # only the training worker's
+        ct_dataset: Path = request.getfixturevalue("ct_dataset")
+        env = dict(os.environ, **ray_head.env(), MEDSERVE_CT_TRAIN_DATA_DIR=str(ct_dataset))
+        env |= {f"MEDSERVE_CT_TRAIN_{k.upper()}": v for k, v in CT_TEST_TRAINING.items()}
+        result = subprocess.run(
+            [sys.executable, "-m", "ray_jobs.train", "ct_pattern"],
+            capture_output=True, text=True, timeout=900, env=env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        trained = json.loads(result.stdout.strip().splitlines()[-1])
+        return {"tag": trained["tag"], "report": result.stdout}
+
+    return trained_once(tmp_path_factory, "ct-model", train)
 
 
 @pytest.fixture(scope="module")

@@ -63,21 +63,33 @@ class ServerTimeoutError(TimeoutError):
 # --------------------------------------------------------------------------- generic helpers
 
 
+def worker_slot() -> tuple[int, int]:
+    """(index, count) of this pytest-xdist worker, (0, 1) in a plain `pytest` run."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return (int(worker.removeprefix("gw")) if worker.startswith("gw") else 0), max(count, 1)
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    return _free_ports(1)[0]
 
 
 def _free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct loopback ports that are free right now."""
+    """Return ``count`` distinct loopback ports that are free right now.
+
+    Under pytest-xdist each worker takes only ports with its own remainder modulo the number of
+    workers: a port one worker picked and has not yet handed to its server is never picked by
+    another (the kernel may offer the same free port to both)."""
+    index, workers = worker_slot()
     with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
+        ports: list[int] = []
+        while len(ports) < count:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((LOOPBACK, 0))  # stays bound until all are picked, so all differ
-            ports.append(int(sock.getsockname()[1]))
+            port = int(sock.getsockname()[1])
+            if port % workers == index:
+                ports.append(port)
         return ports
 
 
@@ -409,7 +421,8 @@ def _weed_ports() -> dict[str, int]:
         admin = free_port()
         grpc = admin + 10000
         taken = set(ports.values())
-        if grpc <= 65535 and not {admin, grpc} & taken and _port_is_free(grpc):
+        mine = grpc % worker_slot()[1] == worker_slot()[0]  # see _free_ports
+        if grpc <= 65535 and mine and not {admin, grpc} & taken and _port_is_free(grpc):
             ports["admin.port"] = admin
             return ports
     raise RuntimeError("could not find a free admin port pair for weed mini")
