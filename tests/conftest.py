@@ -36,7 +36,7 @@ import pytest  # noqa: E402
 from tests.databases import PostgresCluster, postgres_cluster  # noqa: E402
 from tests.servers import (  # noqa: E402
     ServiceProcess,
-    free_port,
+    free_ports,
     medserve_service,
     running_process,
     upgrade_once,
@@ -245,7 +245,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
     """One local Ray head (GCS + job server) on loopback for the session's Ray tests."""
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets
     # Every fixed default port chosen too: under pytest-xdist each worker may run a head.
-    dashboard, gcs, client, agent = (free_port() for _ in range(4))
+    dashboard, gcs, client, agent = free_ports(4)
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
     cmd = [
         str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",

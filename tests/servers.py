@@ -72,10 +72,10 @@ def worker_slot() -> tuple[int, int]:
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
-    return _free_ports(1)[0]
+    return free_ports(1)[0]
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Return ``count`` distinct loopback ports that are free right now.
 
     Under pytest-xdist each worker takes only ports with its own remainder modulo the number of
@@ -416,12 +416,12 @@ def _weed_ports() -> dict[str, int]:
         "s3.port",
         "s3.port.grpc",
     ]
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     for _ in range(200):
         admin = free_port()
         grpc = admin + 10000
         taken = set(ports.values())
-        mine = grpc % worker_slot()[1] == worker_slot()[0]  # see _free_ports
+        mine = grpc % worker_slot()[1] == worker_slot()[0]  # see free_ports
         if grpc <= 65535 and mine and not {admin, grpc} & taken and _port_is_free(grpc):
             ports["admin.port"] = admin
             return ports
@@ -638,7 +638,7 @@ def medserve_service(
     service gets its own BentoML home sharing the model store of `env["BENTOML_HOME"]`.
     """
     upgrade_once(service_database(env))  # services refuse a database not yet migrated
-    port, grpc_port = _free_ports(2)
+    port, grpc_port = free_ports(2)
     log_path = workdir / f"service-{port}.log"
     env = env | {"BENTOML_HOME": str(_own_bentoml_home(Path(env["BENTOML_HOME"]), workdir, port))}
     cmd = [*wrapper, sys.executable, "-m", "bentoml", "serve", target, "--host", LOOPBACK]

@@ -75,15 +75,22 @@ def test_the_migrated_schema_is_the_models_schema(database: str) -> None:
 
 
 def test_the_first_migration_is_the_schema_before_the_rename(empty_database: str) -> None:
-    """Revision 0001 is today's models except the column 0002 renames (tables, columns,
-    types, nullability and indexes all compared by Alembic)."""
+    """Revision 0001 is today's models except the column 0002 renames and the knowledge-base
+    tables 0003 adds (tables, columns, types, nullability and indexes compared by Alembic)."""
     upgrade(empty_database, "0001")
     differences = schema_differences(empty_database)
-    kinds = sorted((d[0], d[2], d[3].name) for d in differences)
-    assert kinds == [
+    tables = sorted(d[1].name for d in differences if d[0] == "add_table")
+    assert tables == ["kb_attributes", "kb_diseases", "kb_links", "kb_values", "kb_versions"]
+    indexes = {d[1].table.name for d in differences if d[0] == "add_index"}
+    assert indexes <= set(tables)  # the new tables' own indexes
+    columns = sorted((d[0], d[2], d[3].name) for d in differences if "column" in d[0])
+    assert columns == [
         ("add_column", "predictions", "api"),
         ("remove_column", "predictions", "transport"),
     ]
+    assert len(differences) == len(tables) + len(columns) + len(
+        [d for d in differences if d[0] == "add_index"]
+    )
 
 
 def test_services_refuse_a_database_that_is_not_migrated(empty_database: str) -> None:
