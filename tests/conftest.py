@@ -191,6 +191,23 @@ def service_env(home: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+TRIAGE_TARGET = "bentos.respiratory_triage:RespiratoryTriage"
+
+
+@pytest.fixture(scope="module")
+def triage_service(
+    request: pytest.FixtureRequest, triage_tag: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The triage service on the session's KB and climate rules, two workers."""
+    home = tmp_path_factory.mktemp("triage-service")
+    models = {"MEDSERVE_RESPIRATORY_TRIAGE_MODEL_TAG": triage_tag}
+    models |= companion_env(request, TRIAGE_TARGET)
+    with medserve_service(
+        TRIAGE_TARGET, home, service_env(home, **models, MEDSERVE_WORKERS="2")
+    ) as s:
+        yield s
+
+
 HEART_DRIFT_WINDOW = 200  # rows; tests send more, so the window is full after a burst
 
 

@@ -59,6 +59,10 @@ def test_ct_fuzz(ct_service: ServiceProcess) -> None:
     fuzz_and_check("ct_pattern", ct_service)
 
 
+def test_triage_fuzz(triage_service: ServiceProcess) -> None:
+    fuzz_and_check("respiratory_triage", triage_service)
+
+
 def test_live_document_is_the_generated_one_and_needs_no_token(
     heart_service: ServiceProcess,
 ) -> None:

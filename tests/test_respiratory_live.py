@@ -18,23 +18,10 @@ from playwright.sync_api import Browser, Page
 from medserve.auth.roles import Role
 from medserve.respiratory.consult import CHIEF_COMPLAINT
 from tests.auth_tokens import token
-from tests.conftest import companion_env, service_env
-from tests.servers import ServiceProcess, chromium_browser, medserve_service
+from tests.servers import ServiceProcess, chromium_browser
 
-TARGET = "bentos.respiratory_triage:RespiratoryTriage"
 MODEL = "respiratory_triage"
 FLU = {"febre", "mialgia", "tosse", "cefaleia", "fadiga", "calafrios"}
-
-
-@pytest.fixture(scope="module")
-def triage_service(
-    request: pytest.FixtureRequest, triage_tag: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
-    home = tmp_path_factory.mktemp("triage-service")
-    models = {"MEDSERVE_RESPIRATORY_TRIAGE_MODEL_TAG": triage_tag} | companion_env(request, TARGET)
-    env = service_env(home, **models, MEDSERVE_WORKERS="2")
-    with medserve_service(TARGET, home, env) as service:
-        yield service
 
 
 def answer_for(question: dict[str, Any]) -> str:

@@ -211,7 +211,11 @@ FORM_FIELDS = {
             "description": "The answers so far, each `<question>=<value>`.",
         },
         NEXT_FIELD: {"type": "string", "description": "The answer to the question shown."},
-        STRATEGY_FIELD: {"type": "string", "enum": ["info_gain", "source"]},
+        STRATEGY_FIELD: {
+            "type": "string",
+            "enum": ["info_gain", "source", ""],
+            "description": "Empty (what the page's hidden field holds by default): the default.",
+        },
         CSRF_FIELD: {"type": "string", "description": "Needed with the session cookie."},
     },
 }
