@@ -33,10 +33,10 @@ from bench.heart_serving import (
     serve_medserve,
     temp_dir,
 )
+from tests.triage_patients import answer_for
 
 TARGET = "bentos.respiratory_triage:RespiratoryTriage"
 MODEL_ENV = "MEDSERVE_RESPIRATORY_TRIAGE_MODEL_TAG"
-FLU = {"febre", "mialgia", "tosse", "cefaleia", "fadiga", "calafrios"}
 
 
 def consult_bodies(base_url: str, headers: dict[str, str]) -> tuple[bytes, bytes, int]:
@@ -51,10 +51,7 @@ def consult_bodies(base_url: str, headers: dict[str, str]) -> tuple[bytes, bytes
             break
         steps.append(list(answers))
         question = body["question"]
-        value = (
-            "unknown" if question["kind"] == "factor" else "yes" if question["id"] in FLU else "no"
-        )
-        answers.append({"question": question["id"], "answer": value})
+        answers.append({"question": question["id"], "answer": answer_for(question)})
     middle = steps[len(steps) // 2]
     return (
         json.dumps({"answers": middle}).encode(),

@@ -19,15 +19,9 @@ from medserve.auth.roles import Role
 from medserve.respiratory.consult import CHIEF_COMPLAINT
 from tests.auth_tokens import token
 from tests.servers import ServiceProcess, chromium_browser
+from tests.triage_patients import answer_for
 
 MODEL = "respiratory_triage"
-FLU = {"febre", "mialgia", "tosse", "cefaleia", "fadiga", "calafrios"}
-
-
-def answer_for(question: dict[str, Any]) -> str:
-    if question["kind"] == "factor":
-        return "unknown"
-    return "yes" if question["id"] in FLU else "no"
 
 
 def test_a_whole_consult_over_http(triage_service: ServiceProcess) -> None:

@@ -38,11 +38,10 @@ from medserve.serving.service import http_api
 from medserve.settings import Settings
 from tests.auth_tokens import client_headers
 from tests.servers import free_port, upgrade_once
+from tests.triage_patients import FLU, answer_for
 
 JSON = {"content-type": "application/json"}
 MODEL = "respiratory_triage"
-# A patient with influenza as the KB describes it: what every "yes" below is answered with.
-FLU = {"febre", "mialgia", "tosse", "cefaleia", "fadiga", "calafrios"}
 
 
 @dataclass
@@ -101,13 +100,6 @@ def triage(tmp_path: Path, tags: tuple[str, str]) -> Iterator[Triage]:
         yield service
     finally:
         service.loop.close()
-
-
-def answer_for(question: dict[str, Any]) -> str:
-    """How the influenza patient answers: yes to its symptoms, no to others, factors unknown."""
-    if question["kind"] == "factor":
-        return "unknown"
-    return "yes" if question["id"] in FLU else "no"
 
 
 def run_to_end(triage: Triage, strategy: str | None = None) -> tuple[dict[str, Any], list]:

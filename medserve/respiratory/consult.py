@@ -480,7 +480,11 @@ def _tables_for(kb: KnowledgeBase, settings: TriageSettings) -> _Tables:
 def posterior(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> np.ndarray:
     """P(disease | answers) in KB (alphabetical) order; "unknown" answers carry no evidence."""
     tables = _tables_for(kb, settings)
-    log_post = np.log(tables.prior) + tables.log_answers[tables.rows(facts)].sum(axis=0)
+    return _posterior(tables, tables.rows(facts))
+
+
+def _posterior(tables: _Tables, rows: list[int]) -> np.ndarray:
+    log_post = np.log(tables.prior) + tables.log_answers[rows].sum(axis=0)
     post = np.exp(log_post - log_post.max())
     return post / post.sum()
 
@@ -528,9 +532,7 @@ def _info_gain_next(
 def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> ConsultResult:
     tables = _tables_for(kb, settings)
     rows = tables.rows(facts)
-    log_post = np.log(tables.prior) + tables.log_answers[rows].sum(axis=0)
-    post = np.exp(log_post - log_post.max())
-    post /= post.sum()
+    post = _posterior(tables, rows)
     ids = kb.disease_ids
     # The top disease always stays in focus, so the focus is never empty.
     in_focus = (post >= settings.focus_floor) | (post == post.max())

@@ -132,9 +132,7 @@ def _aside(kb: KnowledgeBase, result: dict[str, Any]) -> str:
     )
 
 
-def _render(
-    request: Request, plane: DataPlane, body: str, strategy: str, status: int = 200
-) -> HTMLResponse:
+def _render(plane: DataPlane, body: str, strategy: str, status: int = 200) -> HTMLResponse:
     kb: KnowledgeBase = plane.model.kb  # type: ignore[attr-defined]
     page = PAGE.format(
         kb_version=escape(kb.version),
@@ -156,7 +154,7 @@ async def _step_page(
         main = _question_section(result, _hidden(request, consult.answers, strategy))
     else:
         main = _diagnoses_section(kb, result, result["prediction_id"])
-    return _render(request, plane, f"<main>{main}{_aside(kb, result)}</main>", strategy)
+    return _render(plane, f"<main>{main}{_aside(kb, result)}</main>", strategy)
 
 
 async def show_page(request: Request, plane: DataPlane, request_id: str) -> Response:
@@ -198,7 +196,7 @@ async def submit_page(request: Request, plane: DataPlane, request_id: str) -> Re
         f'<p class="err" id="error">Não foi possível continuar: {escape(message)}.</p>'
         '<p><a href="/triage">Recomeçar a consulta</a></p>'
     )
-    return _render(request, plane, body, str(strategy or ""), status=422)
+    return _render(plane, body, str(strategy or ""), status=422)
 
 
 _PAGE = Body({"type": "string"}, (HTML,))
