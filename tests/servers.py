@@ -8,8 +8,10 @@ log on timeout) and stops the process on exit, including when the body raises.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -78,19 +80,39 @@ def free_port() -> int:
 def free_ports(count: int) -> list[int]:
     """Return ``count`` distinct loopback ports that are free right now.
 
-    Under pytest-xdist each worker takes only ports with its own remainder modulo the number of
-    workers: a port one worker picked and has not yet handed to its server is never picked by
-    another (the kernel may offer the same free port to both)."""
+    They come from below the kernel's ephemeral range: a client probing a port there before its
+    server listens can be handed that very port as its own source port and connect to itself
+    (TCP self-connect), reading its own request back as the answer (seen in CI as
+    ``BadStatusLine: GET /readyz``). Under pytest-xdist each worker takes only ports with its own
+    remainder modulo the number of workers, so two workers never pick the same port."""
     index, workers = worker_slot()
+    low, high = _STATIC_PORTS
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
         while len(ports) < count:
+            port = _PORT_PICKER.randrange(low, high)
+            if port % workers != index or port in ports:
+                continue
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((LOOPBACK, 0))  # stays bound until all are picked, so all differ
-            port = int(sock.getsockname()[1])
-            if port % workers == index:
-                ports.append(port)
+            try:
+                sock.bind((LOOPBACK, port))  # stays bound until all are picked
+            except OSError:
+                continue
+            ports.append(port)
         return ports
+
+
+def _static_port_range() -> tuple[int, int]:
+    """Ports the kernel never hands out as ephemeral source ports: [10000, its range's start)."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768  # Linux's default
+    return 10_000, max(first, 11_000)
+
+
+_STATIC_PORTS = _static_port_range()
+_PORT_PICKER = random.Random()  # seeded from the OS: two runs side by side pick differently
 
 
 def _port_is_free(port: int) -> bool:
@@ -115,7 +137,7 @@ def _probe_http(url: str, expect_status: int | None) -> str | None:
     """Return ``None`` if ``url`` answers as expected, else a short description why not."""
     try:
         status, _ = _http_get(url, timeout_s=2.0)
-    except (OSError, urllib.error.URLError) as exc:
+    except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
         return f"{type(exc).__name__}: {exc}"
     if expect_status is not None and status != expect_status:
         return f"HTTP {status} (expected {expect_status})"
