@@ -103,12 +103,13 @@ def free_ports(count: int) -> list[int]:
 
 
 def _static_port_range() -> tuple[int, int]:
-    """Ports the kernel never hands out as ephemeral source ports: [10000, its range's start)."""
+    """Ports the kernel never hands out as ephemeral source ports, above Ray's default worker
+    ports (10002-19999, which `ray start` refuses to share): [20000, the kernel range's start)."""
     try:
         first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         first = 32768  # Linux's default
-    return 10_000, max(first, 11_000)
+    return 20_000, max(first, 21_000)
 
 
 _STATIC_PORTS = _static_port_range()
