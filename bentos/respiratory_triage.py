@@ -18,7 +18,8 @@ http = http_api([*CONSULT_ROUTES, *PAGE_ROUTES])
 
 
 @bentoml.asgi_app(http.app, path="/")
-@bentoml.service(name=MODEL_NAME, **bentoml_config(get_settings()))
+# A consult step is a hot path like `/predict`: untraced.
+@bentoml.service(name=MODEL_NAME, **bentoml_config(get_settings(), hot_paths=("/consult",)))
 class RespiratoryTriage(MedserveService):
     """The triage KB behind the shared adapters (consult JSON, page, OIP v2 REST + gRPC)."""
 

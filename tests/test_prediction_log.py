@@ -4,7 +4,9 @@ labelled examples, UTC instants, and old rows after the migrations."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -15,6 +17,7 @@ from medserve.database.schema import upgrade
 from medserve.prediction_log import (
     PredictionLog,
     PredictionRecord,
+    RowInserter,
     UnknownPrediction,
     new_ids,
     utcnow,
@@ -60,6 +63,40 @@ def test_concurrent_records_are_all_committed(database: str) -> None:
     assert stored is not None
     assert stored.inputs == {"x": 123}
     assert stored.created_at.tzinfo is not None and stored.api == "http_json"
+
+
+def test_rows_recorded_in_one_loop_iteration_share_one_commit(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests answered one by one (a triage step: no batch) still group: what is recorded
+    during one event-loop iteration is one transaction, and a waiter cancelled meanwhile (a
+    client gone) neither loses its rows nor cancels the others' wait."""
+    log = PredictionLog(database)
+    transactions: list[int] = []
+    insert = RowInserter.__call__
+
+    def counted(self: RowInserter, connection: Any, rows: Any) -> None:
+        transactions.append(len(rows))
+        insert(self, connection, rows)
+
+    monkeypatch.setattr(RowInserter, "__call__", counted)
+    ids = new_ids(20)
+
+    async def answer(prediction_id: str) -> None:
+        time.sleep(0.002)  # the model's work, releasing the GIL as NumPy does
+        await log.record_async([_record(prediction_id).model_dump()])
+
+    async def write() -> None:
+        tasks = [asyncio.create_task(answer(i)) for i in ids]
+        await asyncio.sleep(0)  # every task records in this iteration
+        tasks[0].cancel()
+        await asyncio.gather(*tasks[1:])
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+
+    asyncio.run(write())
+    assert transactions == [20]
+    assert {r.id for r in log.recent("m", limit=100)} == set(ids)
 
 
 def test_feedback_needs_a_known_prediction_and_latest_wins(database: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic_core import to_json
 
 from medserve.respiratory.consult import (
     Answer,
@@ -13,6 +14,7 @@ from medserve.respiratory.consult import (
     consult,
     posterior,
     read_answers,
+    step,
 )
 from medserve.respiratory.kb import CHIEF_COMPLAINT, KnowledgeBase, get_kb
 from medserve.respiratory.settings import TriageSettings
@@ -231,3 +233,15 @@ def test_the_result_does_not_depend_on_answer_order(
     first = consult(answers, strategy, kb=KB, settings=SETTINGS)  # type: ignore[arg-type]
     second = consult(shuffled, strategy, kb=KB, settings=SETTINGS)  # type: ignore[arg-type]
     assert first.model_dump() == second.model_dump()
+
+
+@PROPERTY
+@given(answers=st.one_of(st.just([]), any_valid_answers()), strategy=st.sampled_from(STRATEGIES))
+def test_a_step_is_built_exactly_as_the_declared_schema_dumps_it(
+    answers: list[Answer], strategy: str
+) -> None:
+    """The served answer is built as plain dicts (consult.py): it must be the JSON that
+    validating it as `ConsultResult` and dumping it gives, byte for byte (fields, their order,
+    values), so the declared schema stays the truth."""
+    built = step(KB, read_answers(KB, answers), strategy, SETTINGS)  # type: ignore[arg-type]
+    assert to_json(built) == ConsultResult.model_validate(built).model_dump_json().encode()

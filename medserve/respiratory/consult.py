@@ -7,13 +7,20 @@ Two strategies share the answer checks and the output shape:
   numeric reading of the symbolic probabilities (settings), stopping once the top posterior is
   high enough. Soft: a contradiction makes a disease unlikely, never impossible.
 docs/respiratory.md gives the exact semantics and the reasons for them.
+
+A step's answer is built as plain JSON-ready dicts (`StepResult`), not as the pydantic models
+below: the models are the declared wire schema (`/openapi.json`, `consult()`'s return type),
+and building ~35 validated models per final step cost about a third of the step. The dicts
+have the models' fields in the models' order; tests/test_respiratory_consult.py checks that
+every step's dict is exactly what validating and dumping it as `ConsultResult` gives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -109,6 +116,11 @@ class ConsultResult(BaseModel):
     kb_sha256: str
 
 
+# One step's answer: the `ConsultResult` fields as JSON-ready dicts and lists (module docstring).
+StepResult = dict[str, Any]
+Json = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Facts:
     """The answer list as a set: order of arrival cannot change the result."""
@@ -119,6 +131,16 @@ class Facts:
     @property
     def asked(self) -> set[str]:
         return {CHIEF_COMPLAINT} | set(self.symptoms) | set(self.factors)
+
+    # Sorted once per step, not once per disease explained: the answers are a set, and their
+    # order of arrival must not show in the result.
+    @cached_property
+    def sorted_symptoms(self) -> list[tuple[str, str]]:
+        return sorted(self.symptoms.items())
+
+    @cached_property
+    def sorted_factors(self) -> list[tuple[str, str]]:
+        return sorted(self.factors.items())
 
 
 def allowed_answers(kb: KnowledgeBase, question: str) -> tuple[str, ...]:
@@ -183,17 +205,21 @@ def consult(
     kb: KnowledgeBase | None = None,
     settings: TriageSettings | None = None,
 ) -> ConsultResult:
-    """One consult step. Raises ConsultError for an answer list it refuses."""
+    """One consult step as the declared model. Raises ConsultError for an answer list it
+    refuses."""
     kb = kb or get_kb()
     settings = settings or get_triage_settings()
     facts = read_answers(kb, answers)
-    return step(kb, facts, strategy or settings.default_strategy, settings)
+    return ConsultResult.model_validate(
+        step(kb, facts, strategy or settings.default_strategy, settings)
+    )
 
 
 def step(
     kb: KnowledgeBase, facts: Facts | None, strategy: StrategyName, settings: TriageSettings
-) -> ConsultResult:
-    """One step on answers already checked by `read_answers` (None: nothing answered yet)."""
+) -> StepResult:
+    """One step on answers already checked by `read_answers` (None: nothing answered yet), as
+    the `ConsultResult` JSON (a fresh dict: the caller may add to it)."""
     if facts is None:
         return _result(
             kb, strategy, _chief_complaint_question(kb), [], [d.id for d in kb.diseases], []
@@ -203,57 +229,69 @@ def step(
     return _info_gain_step(kb, facts, settings)
 
 
-def _chief_complaint_question(kb: KnowledgeBase) -> Question:
-    return Question(
-        id=CHIEF_COMPLAINT,
-        text=CHIEF_COMPLAINT_TEXT,
-        kind="chief_complaint",
-        allowed_answers=list(kb.symptom_ids),
-        answer_labels={s.id: f"{s.attribute}: {s.value}" for s in kb.symptoms},
+def _chief_complaint_question(kb: KnowledgeBase) -> Json:
+    return _question(
+        CHIEF_COMPLAINT,
+        CHIEF_COMPLAINT_TEXT,
+        "chief_complaint",
+        list(kb.symptom_ids),
+        {s.id: f"{s.attribute}: {s.value}" for s in kb.symptoms},
     )
 
 
-def question_for(kb: KnowledgeBase, question_id: str) -> Question:
+def question_for(kb: KnowledgeBase, question_id: str) -> Json:
+    """A `Question` as JSON."""
     if question_id == CHIEF_COMPLAINT:
         return _chief_complaint_question(kb)
     symptom = next((s for s in kb.symptoms if s.id == question_id), None)
     if symptom is not None:
         labels = {"yes": "sim", "no": "não", "unknown": "não sei"}
-        return Question(
-            id=symptom.id,
-            text=symptom.question,
-            kind="symptom",
-            allowed_answers=list(SYMPTOM_ANSWERS),
-            answer_labels=labels,
-        )
+        return _question(symptom.id, symptom.question, "symptom", list(SYMPTOM_ANSWERS), labels)
     factor = next(f for f in kb.factors if f.id == question_id)
-    return Question(
-        id=factor.id,
-        text=factor.question,
-        kind="factor",
-        allowed_answers=[*factor.values, UNKNOWN],
-        answer_labels={**factor.values, UNKNOWN: "não sei"},
-    )
+    labels = {**factor.values, UNKNOWN: "não sei"}
+    return _question(factor.id, factor.question, "factor", [*factor.values, UNKNOWN], labels)
+
+
+def _question(
+    question_id: str, text: str, kind: QuestionKind, allowed: list[str], labels: dict[str, str]
+) -> Json:
+    return {
+        "id": question_id,
+        "text": text,
+        "kind": kind,
+        "allowed_answers": allowed,
+        "answer_labels": labels,
+    }
 
 
 def _result(
     kb: KnowledgeBase,
     strategy: StrategyName,
-    question: Question | None,
-    diagnoses: list[Diagnosis],
+    question: Json | None,
+    diagnoses: list[Json],
     focus: list[str],
-    excluded: list[Excluded],
-) -> ConsultResult:
-    return ConsultResult(
-        status="question" if question else "diagnosis",
-        strategy=strategy,
-        question=question,
-        diagnoses=diagnoses,
-        focus=focus,
-        excluded=excluded,
-        kb_version=kb.version,
-        kb_sha256=kb.sha256,
-    )
+    excluded: list[Json],
+) -> StepResult:
+    return {
+        "status": "question" if question else "diagnosis",
+        "strategy": strategy,
+        "question": question,
+        "diagnoses": diagnoses,
+        "focus": focus,
+        "excluded": excluded,
+        "kb_version": kb.version,
+        "kb_sha256": kb.sha256,
+    }
+
+
+def _evidence(question: str, answer: str, prob: Symbolic | None, effect: Effect) -> Json:
+    """An `Evidence` as JSON."""
+    return {"question": question, "answer": answer, "kb_probability": prob, "effect": effect}
+
+
+def _excluded(disease: str, why: list[Json]) -> Json:
+    """An `Excluded` as JSON."""
+    return {"disease": disease, "why": why}
 
 
 # --- evidence shared by both strategies -------------------------------------------------------
@@ -272,67 +310,70 @@ def _factor_points(prob: Symbolic | None) -> int:
     return NEUTRAL if prob is None else ORDINAL[prob]
 
 
-def contradictions(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Evidence]:
-    """Answers the KB says this disease cannot give: sempre->no, nunca->yes, factor value nunca."""
-    found: list[Evidence] = []
+def contradictions(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Json]:
+    """Answers the KB says this disease cannot give: sempre->no, nunca->yes, factor value nunca
+    (as `Evidence` JSON)."""
+    found: list[Json] = []
     table = kb.disease_symptoms[disease]
-    # Sorted: the answers are a set, their order of arrival must not show in the result.
-    for symptom, answer in sorted(facts.symptoms.items()):
+    for symptom, answer in facts.sorted_symptoms:
         prob = table.get(symptom)
         if (prob == "sempre" and answer == "no") or (prob == "nunca" and answer == "yes"):
-            found.append(
-                Evidence(question=symptom, answer=answer, kb_probability=prob, effect="excluded")
-            )
-    for factor, value in sorted(facts.factors.items()):
-        prob = kb.disease_factors[disease].get(factor, {}).get(value)
+            found.append(_evidence(symptom, answer, prob, "excluded"))
+    factors = kb.disease_factors[disease]
+    for factor, value in facts.sorted_factors:
+        prob = factors.get(factor, {}).get(value)
         if prob == "nunca":
-            found.append(
-                Evidence(question=factor, answer=value, kb_probability=prob, effect="excluded")
-            )
+            found.append(_evidence(factor, value, prob, "excluded"))
     return found
 
 
-def _why(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Evidence]:
+def _why(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Json]:
     """Answers that moved this disease up (supports) or down (against); neutral ones omitted."""
-    why: list[Evidence] = []
+    why: list[Json] = []
     table = kb.disease_symptoms[disease]
-    for symptom, answer in sorted(facts.symptoms.items()):
+    for symptom, answer in facts.sorted_symptoms:
         if answer == UNKNOWN:
             continue
         prob = table.get(symptom)
         points = _symptom_points(prob, answer)
         if points != NEUTRAL:
-            effect: Effect = "supports" if points > NEUTRAL else "against"
             why.append(
-                Evidence(question=symptom, answer=answer, kb_probability=prob, effect=effect)
+                _evidence(symptom, answer, prob, "supports" if points > NEUTRAL else "against")
             )
-    for factor, value in sorted(facts.factors.items()):
-        prob = kb.disease_factors[disease].get(factor, {}).get(value)
-        if value != UNKNOWN and _factor_points(prob) != NEUTRAL:
-            effect = "supports" if _factor_points(prob) > NEUTRAL else "against"
-            why.append(Evidence(question=factor, answer=value, kb_probability=prob, effect=effect))
+    factors = kb.disease_factors[disease]
+    for factor, value in facts.sorted_factors:
+        if value == UNKNOWN:
+            continue
+        prob = factors.get(factor, {}).get(value)
+        points = _factor_points(prob)
+        if points != NEUTRAL:
+            why.append(
+                _evidence(factor, value, prob, "supports" if points > NEUTRAL else "against")
+            )
     return why
 
 
-def _diagnosis(kb: KnowledgeBase, disease: str, score: float, facts: Facts) -> Diagnosis:
+def _diagnosis(kb: KnowledgeBase, disease: str, score: float, facts: Facts) -> Json:
+    """A `Diagnosis` as JSON; `climate` is filled in by the served model."""
     spec = kb.disease(disease)
-    return Diagnosis(
-        disease=disease,
-        icd10=spec.icd10,
-        title=spec.title,
-        score=round(min(max(score, 0.0), 1.0), 6),
-        why=_why(kb, disease, facts),
-    )
+    return {
+        "disease": disease,
+        "icd10": spec.icd10,
+        "title": spec.title,
+        "score": round(min(max(score, 0.0), 1.0), 6),
+        "why": _why(kb, disease, facts),
+        "climate": None,
+    }
 
 
 # --- the source's hypothesis-test cycle --------------------------------------------------------
 
 
-def _source_exclusion(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Evidence]:
+def _source_exclusion(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Json]:
     table = kb.disease_symptoms[disease]
     outside_scope = [
-        Evidence(question=s, answer="yes", kb_probability=None, effect="excluded")
-        for s, a in sorted(facts.symptoms.items())
+        _evidence(s, "yes", None, "excluded")
+        for s, a in facts.sorted_symptoms
         if a == "yes" and s not in table
     ]
     return outside_scope + contradictions(kb, disease, facts)
@@ -375,13 +416,13 @@ def _source_score(kb: KnowledgeBase, disease: str, facts: Facts) -> float:
     return points / (ORDINAL["sempre"] * items)
 
 
-def _source_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> ConsultResult:
-    excluded: list[Excluded] = []
+def _source_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> StepResult:
+    excluded: list[Json] = []
     focus: list[str] = []
     for disease in kb.diseases:  # alphabetical, so focus and excluded lists are too
         reasons = _source_exclusion(kb, disease.id, facts)
         if reasons:
-            excluded.append(Excluded(disease=disease.id, why=reasons))
+            excluded.append(_excluded(disease.id, reasons))
         else:
             focus.append(disease.id)
     following = _source_next(kb, facts, focus)
@@ -409,6 +450,7 @@ class _Tables:
     """
 
     prior: np.ndarray  # (D,)
+    log_prior: np.ndarray  # (D,): the posterior's starting point, not recomputed per step
     questions: tuple[str, ...]  # symptoms then factors, KB order
     question_index: dict[str, int]
     answers: np.ndarray  # (R, D): every question's answer rows, question after question
@@ -449,8 +491,10 @@ def _build_tables(kb: KnowledgeBase, reading: dict[str, float], unlisted: float)
         keys += [(factor.id, v) for v in values]
     answers = np.concatenate(blocks)
     questions = (*kb.symptom_ids, *kb.factor_ids)
+    prior = prior / prior.sum()
     return _Tables(
-        prior=prior / prior.sum(),
+        prior=prior,
+        log_prior=np.log(prior),
         questions=questions,
         question_index={q: i for i, q in enumerate(questions)},
         answers=answers,
@@ -484,7 +528,7 @@ def posterior(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> np.n
 
 
 def _posterior(tables: _Tables, rows: list[int]) -> np.ndarray:
-    log_post = np.log(tables.prior) + tables.log_answers[rows].sum(axis=0)
+    log_post = tables.log_prior + tables.log_answers[rows].sum(axis=0)
     post = np.exp(log_post - log_post.max())
     return post / post.sum()
 
@@ -529,7 +573,7 @@ def _info_gain_next(
     return tables.questions[int(np.flatnonzero(gains >= best - 1e-12)[0])]
 
 
-def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> ConsultResult:
+def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> StepResult:
     tables = _tables_for(kb, settings)
     rows = tables.rows(facts)
     post = _posterior(tables, rows)
@@ -539,7 +583,7 @@ def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -
     # A contradiction is reported as an exclusion only once the evidence as a whole agrees.
     contradicted = tables.contradicts[rows].any(axis=0) & ~in_focus
     excluded = [
-        Excluded(disease=ids[i], why=contradictions(kb, ids[i], facts))
+        _excluded(ids[i], contradictions(kb, ids[i], facts))
         for i in np.flatnonzero(contradicted).tolist()
     ]
     focus = [ids[i] for i in np.flatnonzero(in_focus).tolist()]

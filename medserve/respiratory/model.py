@@ -22,8 +22,8 @@ from medserve.respiratory.climate.rules import ClimateRules
 from medserve.respiratory.consult import (
     UNKNOWN,
     ConsultError,
-    ConsultResult,
     Facts,
+    StepResult,
     read_answers,
     step,
 )
@@ -41,6 +41,10 @@ NO_DIAGNOSIS = -1  # predicted class of a step that asks a question
 # The KB's relevant factors the climate rules read (their values: the rules' classes, months).
 TEMPERATURE_FACTOR = "temperatura"
 MONTH_FACTOR = "mes"
+
+
+# The drift inputs of steps that ended no consult (read only: the data plane skips them).
+_NO_DRIFT = (np.empty((0, 1)), np.empty(0), np.empty(0, dtype=bool))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,17 +144,17 @@ class TriageModel(ServedModel):
         results = np.empty(len(rows), dtype=object)
         for i, row in enumerate(rows.tolist()):
             result = step(self.kb, row.facts, row.strategy, self.settings)
-            if result.question is None and row.facts is not None:
+            if result["question"] is None and row.facts is not None:
                 self._explain_climate(result, row.facts)
             results[i] = result
         return results
 
-    def _explain_climate(self, result: ConsultResult, facts: Facts) -> None:
+    def _explain_climate(self, result: StepResult, facts: Facts) -> None:
         """Each diagnosis gets what the mined rules say of its ICD code this month."""
         temperature = facts.factors.get(TEMPERATURE_FACTOR)
         month = facts.factors.get(MONTH_FACTOR)
-        for diagnosis in result.diagnoses:
-            diagnosis.climate = self._insight(diagnosis.icd10, temperature, month)
+        for diagnosis in result["diagnoses"]:
+            diagnosis["climate"] = self._insight(diagnosis["icd10"], temperature, month)
 
     def _insight(self, icd: str, temperature: str | None, month: str | None) -> str | None:
         # A few hundred (code, class, month) triples at most, each a fixed sentence of the rules.
@@ -160,28 +164,28 @@ class TriageModel(ServedModel):
         return self._insights[key]
 
     def concluded(self, outputs: np.ndarray) -> np.ndarray:
-        return np.array([result.question is None for result in outputs.tolist()], dtype=bool)
+        return np.array([result["question"] is None for result in outputs.tolist()], dtype=bool)
 
     def predicted_classes(self, outputs: np.ndarray) -> np.ndarray:
         """The top diagnosis's index in the KB (alphabetical), or -1 for a question."""
         return np.array([self._top(result) for result in outputs.tolist()], dtype=np.int64)
 
-    def _top(self, result: ConsultResult) -> int:
-        if result.question is not None or not result.diagnoses:
+    def _top(self, result: StepResult) -> int:
+        if result["question"] is not None or not result["diagnoses"]:
             return NO_DIAGNOSIS
-        return self._disease_index[result.diagnoses[0].disease]
+        return self._disease_index[result["diagnoses"][0]["disease"]]
 
     def postprocess(self, outputs: np.ndarray, inputs: ModelInputs) -> Columns:
         consults = np.empty(len(outputs), dtype=object)
         for i, (result, row) in enumerate(zip(outputs.tolist(), inputs.rows.tolist(), strict=True)):
             self._count(result, row)
-            consults[i] = result.model_dump(mode="json")
+            consults[i] = result  # already the `ConsultResult` JSON (consult.py)
         return {"consult": consults}
 
-    def _count(self, result: ConsultResult, row: ConsultRow) -> None:
+    def _count(self, result: StepResult, row: ConsultRow) -> None:
         metrics = triage_metrics()
-        metrics.child("steps", self.name, row.strategy, result.status).inc()
-        if result.question is not None:
+        metrics.child("steps", self.name, row.strategy, result["status"]).inc()
+        if result["question"] is not None:
             return
         answers = row.request.answers
         metrics.child("questions", self.name, row.strategy).observe(len(answers))
@@ -192,15 +196,20 @@ class TriageModel(ServedModel):
 
     def drift_inputs(self, rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
         """(top diagnosis index, top score, confident) of the steps that ended a consult."""
-        ended = [r for r in outputs.tolist() if r.question is None and r.diagnoses]
+        ended = [r for r in outputs.tolist() if r["question"] is None and r["diagnoses"]]
+        if not ended:  # most steps ask a question
+            return _NO_DRIFT
         top = np.array([[float(self._top(r))] for r in ended], dtype=np.float64).reshape(-1, 1)
-        scores = np.array([r.diagnoses[0].score for r in ended], dtype=np.float64)
+        scores = np.array([r["diagnoses"][0]["score"] for r in ended], dtype=np.float64)
         return top, scores, scores >= self.settings.stop_probability
 
     def logged_inputs(self, inputs: ModelInputs) -> list[dict[str, Any]]:
         return [
             {
-                "answers": [a.model_dump() for a in row.request.answers],
+                # `Answer.model_dump()`, without a pydantic call per answer.
+                "answers": [
+                    {"question": a.question, "answer": a.answer} for a in row.request.answers
+                ],
                 "strategy": row.strategy,
             }
             for row in inputs.rows.tolist()

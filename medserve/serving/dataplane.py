@@ -288,6 +288,8 @@ class DataPlane:
         """Feed the window and the score histogram now; recompute the PSI gauges at most every
         interval, trailing edge included, so the last batch of a burst is always exported."""
         features, scores, predicted = drift
+        if not len(scores):
+            return  # nothing concluded (a consult step asking a question): nothing to watch
         self.drift.observe(features, scores, predicted)
         score_histogram = self._score_histogram
         for score in scores.tolist():
