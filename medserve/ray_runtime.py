@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 
+from medserve.settings import get_settings
+
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 FORWARDED_PREFIXES = ("MEDSERVE_", "AWS_")
+# How Ray words a local node whose raylet did not register within its fixed 30 s.
+RAYLET_START_TIMEOUT = "The current node timed out during startup"
 
 
 def forwarded_environment() -> dict[str, str]:
@@ -42,10 +46,19 @@ def connect(*, log_to_driver: bool, forward_environment: bool) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(
-        address=os.environ.get("RAY_ADDRESS"),
-        include_dashboard=False,
-        log_to_driver=log_to_driver,
-        configure_logging=log_to_driver,
-        runtime_env=driver_runtime_env(forward_environment),
-    )
+    address = os.environ.get("RAY_ADDRESS")
+    attempts = 1 if address else get_settings().ray_local_start_attempts
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=log_to_driver,
+                configure_logging=log_to_driver,
+                runtime_env=driver_runtime_env(forward_environment),
+            )
+            return
+        except Exception as error:  # Ray raises a bare Exception for this timeout
+            if attempt == attempts or RAYLET_START_TIMEOUT not in str(error):
+                raise
+            ray.shutdown()  # the half-started local node, before a fresh one

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         description="PEM CA bundle of client certificates: when set, gRPC clients must present "
         "a certificate it signed (mutual TLS). Only with the server's certificate and key.",
     )
+    ray_local_start_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Tries to start a local Ray (no RAY_ADDRESS): Ray gives its raylet a fixed "
+        "30 s to register, which a busy 2-core node can miss.",
+    )
     port_offset: int = Field(
         default=0,
         ge=0,

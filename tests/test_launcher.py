@@ -50,6 +50,7 @@ SMALL_TRAINING = {
     "MEDSERVE_CT_TRAIN_ARCHITECTURES": '["mobilenet_v2"]',
     "MEDSERVE_CT_TRAIN_EPOCHS": "2",
     "MEDSERVE_CT_TRAIN_AUGMENT_COPIES": "1",
+    "MEDSERVE_CT_TRAIN_RUN_EAGERLY": "true",
 }
 # What TensorFlow, absl, oneDNN, CUDA, Ray and BentoML print; none of it may reach the terminal.
 NOISE = re.compile(
