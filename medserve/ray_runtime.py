@@ -47,7 +47,8 @@ def connect(*, log_to_driver: bool, forward_environment: bool) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    attempts = 1 if address else get_settings().ray_local_start_attempts
+    starts_here = address in (None, "", "local")  # "local": start one even beside a cluster
+    attempts = get_settings().ray_local_start_attempts if starts_here else 1
     for attempt in range(1, attempts + 1):
         try:
             ray.init(

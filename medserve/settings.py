@@ -87,8 +87,8 @@ class Settings(BaseSettings):
     ray_local_start_attempts: int = Field(
         default=3,
         ge=1,
-        description="Tries to start a local Ray (no RAY_ADDRESS): Ray gives its raylet a fixed "
-        "30 s to register, which a busy 2-core node can miss.",
+        description="Tries to start a local Ray (RAY_ADDRESS unset or `local`): Ray gives its "
+        "raylet a fixed 30 s to register, which a busy 2-core node can miss.",
     )
     port_offset: int = Field(
         default=0,

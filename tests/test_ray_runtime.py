@@ -57,6 +57,7 @@ class _FlakyRay:
     ("address", "failures", "message", "inits", "raises"),
     [
         (None, 2, RAYLET_START_TIMEOUT, 3, False),  # a busy node: the third try starts
+        ("local", 2, RAYLET_START_TIMEOUT, 3, False),  # what `medserve up`'s training asks
         (None, 3, RAYLET_START_TIMEOUT, 3, True),  # still busy: the error, after 3 tries
         (None, 1, "some other failure", 1, True),  # anything else is not retried
         ("10.0.0.1:6379", 1, RAYLET_START_TIMEOUT, 1, True),  # a cluster is never retried
