@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # pytest imports this file as `conftest`; test modules importing its constants import it again
 # as `tests.conftest`. Both must share one home, or the environment would point at a second,
@@ -74,6 +75,20 @@ def trained_once(
         bentoml.models.export_model(trained["tag"], str(archive))
         result.write_text(json.dumps(trained))
         return trained
+
+
+def run_train_job(
+    model: str, env: dict[str, str], *flags: str, timeout_s: float = 900
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """`python -m ray_jobs.train MODEL FLAGS` as a Ray job driver (the RayJobs' entrypoint),
+    asserted to succeed: (the process, its "trained" event)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ray_jobs.train", model, *flags],
+        capture_output=True, text=True, timeout=timeout_s, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    line = next(x for x in reversed(result.stdout.splitlines()) if '"event": "trained"' in x)
+    return result, json.loads(line[line.index("{") :])
 
 
 HEART_TARGET = "bentos.heart_risk:HeartRisk"
@@ -316,19 +331,14 @@ def ct_trained(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     """The CT model trained once per run through the real Ray job entrypoint on the session's
-    Ray head: {"tag", "report"} (the four-architecture comparison it printed)."""
+    Ray head: {"tag", "report"} (the architecture comparison it printed)."""
 
     def train() -> dict[str, str]:
         ray_head: RayHead = request.getfixturevalue("ray_head")  # only the training worker's
         ct_dataset: Path = request.getfixturevalue("ct_dataset")
         env = dict(os.environ, **ray_head.env(), MEDSERVE_CT_TRAIN_DATA_DIR=str(ct_dataset))
         env |= {f"MEDSERVE_CT_TRAIN_{k.upper()}": v for k, v in CT_TEST_TRAINING.items()}
-        result = subprocess.run(
-            [sys.executable, "-m", "ray_jobs.train", "ct_pattern"],
-            capture_output=True, text=True, timeout=900, env=env,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-        trained = json.loads(result.stdout.strip().splitlines()[-1])
+        result, trained = run_train_job("ct_pattern", env)
         return {"tag": trained["tag"], "report": result.stdout}
 
     return trained_once(tmp_path_factory, "ct-model", train)

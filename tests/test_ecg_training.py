@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from medserve.ecg.model import KERAS_FILE
 from medserve.ecg.signal import segment_beats
 from medserve.ecg.synthetic import ABNORMAL_CLASSES, SEVERITIES, simulate_strip
 from medserve.prediction_log import LabelledExample
-from tests.conftest import ECG_TEST_TRAINING
+from tests.conftest import ECG_TEST_TRAINING, run_train_job
 from training.ecg_anomaly import (
     EcgTrainConfig,
     read_beats_file,
@@ -163,13 +162,7 @@ def test_cli_train_reports_the_tag(tmp_path: Path) -> None:
     env |= {f"MEDSERVE_ECG_TRAIN_{k.upper()}": str(v) for k, v in ECG_TEST_TRAINING.items()}
     env["MEDSERVE_ECG_TRAIN_EPOCHS"] = "2"
     env["MEDSERVE_ECG_TRAIN_VERSION"] = "from-ray"
-    result = subprocess.run(
-        [sys.executable, "-m", "ray_jobs.train", "ecg_anomaly", "--with-feedback"],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(x for x in result.stdout.splitlines() if '"event": "trained"' in x)
-    outcome = json.loads(line[line.index("{") :])
+    _, outcome = run_train_job("ecg_anomaly", env, "--with-feedback")
     assert outcome["tag"] == "ecg_anomaly:from-ray"
     assert outcome["metrics"]["roc_auc"] > 0.5
     assert model_store.has_model("ecg_anomaly:from-ray")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import bentoml
@@ -20,7 +18,7 @@ from medserve.respiratory.climate.sources import category
 from medserve.respiratory.climate.synthetic import generate
 from medserve.respiratory.climate.tabnet import write_tabnet
 from medserve.respiratory.kb import get_kb
-from tests.conftest import RayHead
+from tests.conftest import RayHead, run_train_job
 from training.respiratory_rules import RulesTrainResult, train
 
 
@@ -90,13 +88,7 @@ def test_a_bad_file_fails_the_training_with_its_line(tmp_path: Path) -> None:
 
 
 def test_ray_job_entrypoint_trains_the_rules(ray_head: RayHead) -> None:
-    env = dict(os.environ, **ray_head.env())
-    result = subprocess.run(
-        [sys.executable, "-m", "ray_jobs.train", "respiratory_rules"],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    result, outcome = run_train_job("respiratory_rules", dict(os.environ, **ray_head.env()))
     assert outcome["model"] == "respiratory_rules"
     assert "| J11.1 |" in result.stdout  # the per-ICD table is printed
     rules = ClimateRules.load(outcome["tag"])  # the task saved to this session's store
