@@ -269,6 +269,41 @@ def test_a_failing_model_is_a_500_that_leaks_nothing_and_the_service_keeps_servi
     assert post(serving.http, "/predict", {"points": [{"x": 1, "flag": 0}]}).status_code == 200
 
 
+def test_a_client_that_leaves_mid_body_is_its_own_outcome_not_a_server_error(
+    serving: Serving, json_log: io.StringIO
+) -> None:
+    """Seen under load in the suite: a disconnect while the body was read was a 500 and an
+    `unhandled error`, which the server-error alert counts."""
+    server_errors = requests_counted("http_json", "internal_error")
+    left = requests_counted("http_json", "client_closed_request")
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"points": [', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"host", b"test"), (b"content-type", b"application/json")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in client_headers().items()]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("test", 80),
+    }  # fmt: skip
+    _LOOP.run(serving.http.app(scope, receive, send))
+    assert requests_counted("http_json", "client_closed_request") == left + 1
+    assert requests_counted("http_json", "internal_error") == server_errors
+    assert "unhandled error" not in json_log.getvalue()
+    assert post(serving.http, "/predict", {"points": [{"x": 1, "flag": 0}]}).status_code == 200
+
+
 def test_an_overloaded_queue_sheds_with_503(tmp_path: Path) -> None:
     serving = make_serving(tmp_path, max_latency_ms=20, max_batch_size=1)
     serving.model.delay_s = 0.03
