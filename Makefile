@@ -26,7 +26,7 @@ lint: venv
 
 ## Run the whole test suite against real local servers, on PYTEST_WORKERS processes
 ## (pytest-xdist; tests/xdist_scheduling.py). `PYTEST_WORKERS=0` runs it in one process.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 test: system-deps venv lint
 	$(UV) run pytest -n $(PYTEST_WORKERS)
 

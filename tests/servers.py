@@ -72,6 +72,17 @@ def worker_slot() -> tuple[int, int]:
     return (int(worker.removeprefix("gw")) if worker.startswith("gw") else 0), max(count, 1)
 
 
+# Under pytest-xdist a port belongs to one worker by `port % 10_000`, so a port and its
+# +10000 neighbour (weed mini's admin gRPC, see `_weed_ports`) always have the same owner.
+_OWNER_PERIOD = 10_000
+
+
+def owns_port(port: int) -> bool:
+    """Whether this pytest-xdist worker may use `port` (every port has exactly one owner)."""
+    index, workers = worker_slot()
+    return (port % _OWNER_PERIOD) % workers == index
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
     return free_ports(1)[0]
@@ -83,15 +94,14 @@ def free_ports(count: int) -> list[int]:
     They come from below the kernel's ephemeral range: a client probing a port there before its
     server listens can be handed that very port as its own source port and connect to itself
     (TCP self-connect), reading its own request back as the answer (seen in CI as
-    ``BadStatusLine: GET /readyz``). Under pytest-xdist each worker takes only ports with its own
-    remainder modulo the number of workers, so two workers never pick the same port."""
-    index, workers = worker_slot()
+    ``BadStatusLine: GET /readyz``). Under pytest-xdist each worker takes only the ports it owns
+    (`owns_port`), so two workers never pick the same port."""
     low, high = _STATIC_PORTS
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
         while len(ports) < count:
             port = _PORT_PICKER.randrange(low, high)
-            if port % workers != index or port in ports:
+            if not owns_port(port) or port in ports:
                 continue
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             try:
@@ -444,8 +454,7 @@ def _weed_ports() -> dict[str, int]:
         admin = free_port()
         grpc = admin + 10000
         taken = set(ports.values())
-        mine = grpc % worker_slot()[1] == worker_slot()[0]  # see free_ports
-        if grpc <= 65535 and mine and not {admin, grpc} & taken and _port_is_free(grpc):
+        if grpc <= 65535 and not {admin, grpc} & taken and _port_is_free(grpc):
             ports["admin.port"] = admin
             return ports
     raise RuntimeError("could not find a free admin port pair for weed mini")

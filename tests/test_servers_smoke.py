@@ -18,10 +18,29 @@ from tests.servers import (
     LOOPBACK,
     chromium_browser,
     free_port,
+    owns_port,
     prometheus_server,
     seaweedfs_s3,
     wait_for_http,
 )
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 5])
+def test_every_port_has_one_xdist_owner_and_weeds_admin_pair_shares_it(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen with `-n 3`: weed mini's admin port and its +10000 gRPC neighbour had different
+    owners, so no pair was ever found."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(workers))
+    ports = range(20_000, 32_768)
+    owners: dict[int, list[int]] = {port: [] for port in ports}
+    for index in range(workers):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{index}")
+        for port in ports:
+            if owns_port(port):
+                owners[port].append(index)
+                assert owns_port(port + 10_000)
+    assert all(len(found) == 1 for found in owners.values())
 
 
 def test_prometheus_scrapes_prometheus_client(tmp_path: Path) -> None:

@@ -461,10 +461,12 @@ class _Tables:
     contradicts: np.ndarray  # (R, D) bool: sempre->no, nunca->yes, a factor value `nunca`
 
     def rows(self, facts: Facts) -> list[int]:
-        """The rows of the answers given ("unknown" answers carry no evidence)."""
+        """The rows of the answers given ("unknown" answers carry no evidence), sorted: summed
+        in the order given, two diseases with equal evidence could differ in the last bit and
+        swap places with the order of the answers (found by the order property test)."""
         row_of = self.row_of
         given = [*facts.symptoms.items(), *facts.factors.items()]
-        return [row_of[pair] for pair in given if pair[1] != UNKNOWN]
+        return sorted(row_of[pair] for pair in given if pair[1] != UNKNOWN)
 
 
 def _build_tables(kb: KnowledgeBase, reading: dict[str, float], unlisted: float) -> _Tables:
