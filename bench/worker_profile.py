@@ -1,0 +1,145 @@
+"""Where a live service worker's CPU goes under load: py-spy samples bucketed by concern.
+
+Attach to the BentoML workers of a service another benchmark is loading (e.g. `bench.ct_serving`
+with a long `--duration`): wait until the load generator runs, sample every worker for a while
+with py-spy (native frames, so time inside ONNX Runtime, SQLite or NumPy is seen), then give each
+sample to the first concern (in the order of `CONCERNS`) one of its frames belongs to, and print
+the share of samples per concern as a markdown table.
+
+    uv run python -m bench.worker_profile [--match _bentoml_impl.worker.service] \
+        [--wait-for wrk] [--seconds 20] [--out FILE]
+
+Needs the right to trace the workers (root, or `ptrace_scope` 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+from bench.heart_serving import machine_line, publish
+
+# (concern, frame pattern): a sample counts for the first concern any of its frames matches.
+# Ordered from the most specific work to the generic stacks around it.
+CONCERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("model call (ONNX Runtime, Keras, scorer)", r"onnxruntime|tensorflow|scorer\.py"),
+        ("prediction log (SQLite/PostgreSQL writer)", r"prediction_log|sqlite3|sqlalchemy"),
+        ("input decoding and preprocessing", r"pydicom|PIL|medserve/ct/imaging|/codecs?\.py"),
+        ("drift statistics", r"drift\.py"),
+        ("metrics", r"prometheus_client|serving/metrics\.py"),
+        ("access check and audit", r"medserve/auth/|audit\.py|http_security"),
+        ("data plane and adapters", r"medserve/serving/|medserve/(ct|ecg|heart|respiratory)/"),
+        ("HTTP server and ASGI stack", r"uvicorn|h11|httptools|starlette|anyio|bentoml"),
+        ("event loop", r"asyncio|uvloop"),
+    )
+)
+OTHER = "other (interpreter, GC, libc)"
+
+
+def worker_pids(match: str) -> list[int]:
+    pids = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if match in " ".join(process.info["cmdline"] or []):
+            pids.append(process.info["pid"])
+    return pids
+
+
+def wait_for_process(name: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.info["name"] == name for p in psutil.process_iter(["name"])):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"no `{name}` process appeared within {timeout_s:.0f} s")
+
+
+def record(pids: list[int], seconds: float, folder: Path) -> list[Path]:
+    """Sample every pid at once (py-spy's raw format: one collapsed stack and a count per line)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    outputs = [folder / f"{pid}.txt" for pid in pids]
+    common = ["--duration", str(int(seconds)), "--native", "--rate", "250", "--format", "raw"]
+    runs = [
+        subprocess.Popen(
+            [py_spy, "record", "--pid", str(pid), *common, "--output", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid, out in zip(pids, outputs, strict=True)
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=seconds + 60)
+        if run.returncode != 0:
+            raise SystemExit(f"py-spy failed: {err.strip()[-500:]}")
+    return outputs
+
+
+def concern_of(stack: str) -> str:
+    for name, pattern in CONCERNS:
+        if pattern.search(stack):
+            return name
+    return OTHER
+
+
+def bucket(outputs: list[Path]) -> Counter[str]:
+    shares: Counter[str] = Counter()
+    for output in outputs:
+        for line in output.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if stack and count.isdigit():
+                shares[concern_of(stack)] += int(count)
+    return shares
+
+
+def report(shares: Counter[str], pids: list[int], seconds: float) -> str:
+    total = sum(shares.values()) or 1
+    rows = [
+        f"| {name} | {shares[name]:,} | {100 * shares[name] / total:.1f} % |"
+        for name in [*(n for n, _ in CONCERNS), OTHER]
+    ]
+    return "\n".join(
+        [
+            f"py-spy (native frames, 250 Hz, {seconds:.0f} s) on {len(pids)} worker(s), "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            machine_line(os.getloadavg()),
+            "",
+            "| concern | samples | share of the workers' CPU samples |",
+            "|---|---:|---:|",
+            *rows,
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--match", default="_bentoml_impl.worker.service")
+    parser.add_argument("--wait-for", default="wrk", help="load generator to wait for")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds of load before")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    wait_for_process(args.wait_for, args.timeout)
+    time.sleep(args.settle)
+    pids = worker_pids(args.match)
+    if not pids:
+        raise SystemExit(f"no process whose command line holds {args.match!r}")
+    with tempfile.TemporaryDirectory(prefix="worker-profile-") as folder:
+        text = report(bucket(record(pids, args.seconds, Path(folder))), pids, args.seconds)
+    publish(text, args.out)
+
+
+if __name__ == "__main__":
+    main()
