@@ -46,6 +46,14 @@ CONCERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 OTHER = "other (interpreter, GC, libc)"
+# With native frames py-spy samples waiting threads too: a sample whose deepest resolved frame
+# is one of these waits is a thread with nothing to do, left out of the shares.
+WAITING = re.compile(
+    r"PyThread_acquire_lock|Condition\.wait|Event\.wait|Queue\.get|\bselect \(selectors|"
+    r"EpollSelector|time_sleep|epoll_wait|uv__io_poll|pthread_cond_(timed)?wait|futex|"
+    r"__GI___poll|_queue_SimpleQueue_get"
+)
+_UNRESOLVED = re.compile(r"^0x[0-9a-f]+ \(")
 
 
 def worker_pids(match: str) -> list[int]:
@@ -56,13 +64,16 @@ def worker_pids(match: str) -> list[int]:
     return pids
 
 
-def wait_for_process(name: str, timeout_s: float) -> None:
+def wait_for_load(name: str, match: str, timeout_s: float) -> None:
+    """Until the load generator `name` runs while a worker matching `match` exists (a benchmark
+    may load a peer server first)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if any(p.info["name"] == name for p in psutil.process_iter(["name"])):
+        loaded = any(p.info["name"] == name for p in psutil.process_iter(["name"]))
+        if loaded and worker_pids(match):
             return
         time.sleep(0.2)
-    raise SystemExit(f"no `{name}` process appeared within {timeout_s:.0f} s")
+    raise SystemExit(f"no `{name}` load on a {match!r} worker within {timeout_s:.0f} s")
 
 
 def record(pids: list[int], seconds: float, folder: Path) -> list[Path]:
@@ -93,17 +104,28 @@ def concern_of(stack: str) -> str:
     return OTHER
 
 
-def bucket(outputs: list[Path]) -> Counter[str]:
+def waiting(stack: str) -> bool:
+    resolved = [frame for frame in stack.split(";") if not _UNRESOLVED.match(frame)]
+    return bool(resolved) and bool(WAITING.search(resolved[-1]))
+
+
+def bucket(outputs: list[Path]) -> tuple[Counter[str], int]:
+    """Samples per concern, and the samples of waiting threads (left out)."""
     shares: Counter[str] = Counter()
+    idle = 0
     for output in outputs:
         for line in output.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            if stack and count.isdigit():
+            if not (stack and count.isdigit()):
+                continue
+            if waiting(stack):
+                idle += int(count)
+            else:
                 shares[concern_of(stack)] += int(count)
-    return shares
+    return shares, idle
 
 
-def report(shares: Counter[str], pids: list[int], seconds: float) -> str:
+def report(shares: Counter[str], idle: int, pids: list[int], seconds: float) -> str:
     total = sum(shares.values()) or 1
     rows = [
         f"| {name} | {shares[name]:,} | {100 * shares[name] / total:.1f} % |"
@@ -118,6 +140,9 @@ def report(shares: Counter[str], pids: list[int], seconds: float) -> str:
             "| concern | samples | share of the workers' CPU samples |",
             "|---|---:|---:|",
             *rows,
+            "",
+            f"Samples of waiting threads, left out: {idle:,} "
+            f"({100 * idle / (idle + total):.0f} % of all samples).",
         ]
     )
 
@@ -130,14 +155,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks in this folder")
     args = parser.parse_args(argv)
-    wait_for_process(args.wait_for, args.timeout)
+    wait_for_load(args.wait_for, args.match, args.timeout)
     time.sleep(args.settle)
     pids = worker_pids(args.match)
     if not pids:
         raise SystemExit(f"no process whose command line holds {args.match!r}")
     with tempfile.TemporaryDirectory(prefix="worker-profile-") as folder:
-        text = report(bucket(record(pids, args.seconds, Path(folder))), pids, args.seconds)
+        raw = args.raw or Path(folder)
+        raw.mkdir(parents=True, exist_ok=True)
+        shares, idle = bucket(record(pids, args.seconds, raw))
+    text = report(shares, idle, pids, args.seconds)
     publish(text, args.out)
 
 
