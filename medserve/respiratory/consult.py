@@ -415,7 +415,7 @@ def _explanations_for(kb: KnowledgeBase) -> _Explanations:
 
 def _cited(found: dict[Pair, Json], facts: Facts) -> list[Json]:
     """The evidence `found` holds for the answers given: symptoms then factors, each sorted."""
-    return [found[pair] for pair in facts.sorted_pairs if pair in found]
+    return [evidence for pair in facts.sorted_pairs if (evidence := found.get(pair)) is not None]
 
 
 def contradictions(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Json]:
