@@ -18,6 +18,7 @@ from medserve.respiratory.consult import (
 )
 from medserve.respiratory.kb import CHIEF_COMPLAINT, KnowledgeBase, get_kb
 from medserve.respiratory.settings import TriageSettings
+from tests import consult_reference
 
 KB = get_kb()
 SETTINGS = TriageSettings()
@@ -262,3 +263,37 @@ def test_a_step_is_built_exactly_as_the_declared_schema_dumps_it(
     values), so the declared schema stays the truth."""
     built = step(KB, read_answers(KB, answers), strategy, SETTINGS)  # type: ignore[arg-type]
     assert to_json(built) == ConsultResult.model_validate(built).model_dump_json().encode()
+
+
+@PROPERTY
+@given(answers=st.one_of(st.just([]), any_valid_answers()), strategy=st.sampled_from(STRATEGIES))
+def test_a_step_answers_exactly_as_the_reference_step(answers: list[Answer], strategy: str) -> None:
+    """The step looks its evidence up in tables built per KB and ranks in plain Python
+    (consult.py); tests/consult_reference.py is the step as it computed everything before.
+    Every answer must be the same, value for value and in the same order."""
+    facts = read_answers(KB, answers)
+    served = step(KB, facts, strategy, SETTINGS)  # type: ignore[arg-type]
+    reference = consult_reference.step(KB, facts, strategy, SETTINGS)  # type: ignore[arg-type]
+    assert to_json(served) == to_json(reference)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_consult_of_the_simulated_patients_ends_as_the_reference_step(strategy: str) -> None:
+    """Whole consults, not only random answer lists: one patient per disease, answering as the
+    KB describes it, every step compared."""
+    for disease in KB.diseases:
+        table = KB.disease_symptoms[disease.id]
+        chief = next(s for s in KB.symptom_ids if table.get(s) in ("sempre", "alta"))
+        answers = [Answer(question=CHIEF_COMPLAINT, answer=chief)]
+        while True:
+            facts = read_answers(KB, answers)
+            served = step(KB, facts, strategy, SETTINGS)  # type: ignore[arg-type]
+            reference = consult_reference.step(KB, facts, strategy, SETTINGS)  # type: ignore[arg-type]
+            assert to_json(served) == to_json(reference), (disease.id, answers)
+            if served["question"] is None:
+                break
+            question = served["question"]
+            reply = "unknown"
+            if question["kind"] == "symptom":
+                reply = "yes" if table.get(question["id"], "nunca") in ("sempre", "alta") else "no"
+            answers.append(Answer(question=question["id"], answer=reply))

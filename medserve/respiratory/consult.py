@@ -17,7 +17,7 @@ every step's dict is exactly what validating and dumping it as `ConsultResult` g
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -142,6 +142,11 @@ class Facts:
     def sorted_factors(self) -> list[tuple[str, str]]:
         return sorted(self.factors.items())
 
+    @cached_property
+    def sorted_pairs(self) -> list[tuple[str, str]]:
+        """Every (question, answer): symptoms then factors, each sorted (how evidence lists)."""
+        return self.sorted_symptoms + self.sorted_factors
+
 
 def allowed_answers(kb: KnowledgeBase, question: str) -> tuple[str, ...]:
     if question == CHIEF_COMPLAINT:
@@ -222,7 +227,7 @@ def step(
     the `ConsultResult` JSON (a fresh dict: the caller may add to it)."""
     if facts is None:
         return _result(
-            kb, strategy, _chief_complaint_question(kb), [], [d.id for d in kb.diseases], []
+            kb, strategy, question_for(kb, CHIEF_COMPLAINT), [], list(kb.disease_ids), []
         )
     if strategy == "source":
         return _source_step(kb, facts, settings)
@@ -240,7 +245,11 @@ def _chief_complaint_question(kb: KnowledgeBase) -> Json:
 
 
 def question_for(kb: KnowledgeBase, question_id: str) -> Json:
-    """A `Question` as JSON."""
+    """A `Question` as JSON (shared, read only: `_Explanations`)."""
+    return _explanations_for(kb).questions[question_id]
+
+
+def _build_question(kb: KnowledgeBase, question_id: str) -> Json:
     if question_id == CHIEF_COMPLAINT:
         return _chief_complaint_question(kb)
     symptom = next((s for s in kb.symptoms if s.id == question_id), None)
@@ -310,58 +319,121 @@ def _factor_points(prob: Symbolic | None) -> int:
     return NEUTRAL if prob is None else ORDINAL[prob]
 
 
+Pair = tuple[str, str]  # (question id, answer)
+
+
+@dataclass(frozen=True)
+class _DiseaseEvidence:
+    """What each possible answer says of one disease, looked up instead of worked out per step.
+
+    Only answers that carry evidence have an entry ("unknown" never does). The `Evidence` dicts
+    are shared by every answer that cites them: read only (answers are serialised as they are;
+    `consult()` returns validated copies)."""
+
+    why: dict[Pair, Json]  # supports / against; neutral answers omitted
+    contradictions: dict[Pair, Json]  # sempre->no, nunca->yes, a factor value `nunca`
+    outside_scope: dict[Pair, Json]  # "yes" to a symptom it does not list (the source's SCOPE)
+    points: dict[Pair, int]  # the source's ordinal points of every known answer
+    prior_points: int
+
+
+@dataclass(frozen=True)
+class _Explanations:
+    """Per KB: every disease's `_DiseaseEvidence`, every question's JSON, and the bitmasks (bit i:
+    the KB's i-th disease) the source's next-question rule counts with."""
+
+    diseases: dict[str, _DiseaseEvidence]
+    questions: dict[str, Json]
+    has_symptom: dict[str, int]  # listed as anything but `nunca`
+    lists_factor: dict[str, int]
+
+
+def _disease_evidence(kb: KnowledgeBase, disease: str) -> _DiseaseEvidence:
+    table = kb.disease_symptoms[disease]
+    why: dict[Pair, Json] = {}
+    contradicts: dict[Pair, Json] = {}
+    points: dict[Pair, int] = {}
+    for symptom in kb.symptom_ids:
+        prob = table.get(symptom)
+        for answer in ("yes", "no"):
+            pair = (symptom, answer)
+            points[pair] = _symptom_points(prob, answer)
+            if points[pair] != NEUTRAL:
+                effect: Effect = "supports" if points[pair] > NEUTRAL else "against"
+                why[pair] = _evidence(symptom, answer, prob, effect)
+            if (prob == "sempre" and answer == "no") or (prob == "nunca" and answer == "yes"):
+                contradicts[pair] = _evidence(symptom, answer, prob, "excluded")
+    factors = kb.disease_factors[disease]
+    for factor in kb.factors:
+        for value in factor.values:
+            pair = (factor.id, value)
+            prob = factors.get(factor.id, {}).get(value)
+            points[pair] = _factor_points(prob)
+            if points[pair] != NEUTRAL:
+                effect = "supports" if points[pair] > NEUTRAL else "against"
+                why[pair] = _evidence(factor.id, value, prob, effect)
+            if prob == "nunca":
+                contradicts[pair] = _evidence(factor.id, value, prob, "excluded")
+    outside = {
+        (s, "yes"): _evidence(s, "yes", None, "excluded") for s in kb.symptom_ids if s not in table
+    }
+    return _DiseaseEvidence(why, contradicts, outside, points, ORDINAL[kb.disease(disease).prior])
+
+
+def _mask(kb: KnowledgeBase, diseases: Iterable[str]) -> int:
+    index = {d: i for i, d in enumerate(kb.disease_ids)}
+    return sum(1 << index[d] for d in set(diseases))
+
+
+def _build_explanations(kb: KnowledgeBase) -> _Explanations:
+    ids = kb.disease_ids
+    return _Explanations(
+        diseases={d: _disease_evidence(kb, d) for d in ids},
+        questions={q: _build_question(kb, q) for q in (CHIEF_COMPLAINT, *kb.question_ids)},
+        has_symptom={
+            s: _mask(kb, (d for d in ids if kb.disease_symptoms[d].get(s, "nunca") != "nunca"))
+            for s in kb.symptom_ids
+        },
+        lists_factor={
+            f: _mask(kb, (d for d in ids if f in kb.disease_factors[d])) for f in kb.factor_ids
+        },
+    )
+
+
+# Built once per KB (it is immutable): a step only looks up.
+_EXPLANATIONS: dict[int, tuple[KnowledgeBase, _Explanations]] = {}
+
+
+def _explanations_for(kb: KnowledgeBase) -> _Explanations:
+    cached = _EXPLANATIONS.get(id(kb))
+    if cached is None or cached[0] is not kb:
+        if len(_EXPLANATIONS) > 8:
+            _EXPLANATIONS.clear()
+        cached = _EXPLANATIONS[id(kb)] = (kb, _build_explanations(kb))
+    return cached[1]
+
+
+def _cited(found: dict[Pair, Json], facts: Facts) -> list[Json]:
+    """The evidence `found` holds for the answers given: symptoms then factors, each sorted."""
+    return [evidence for pair in facts.sorted_pairs if (evidence := found.get(pair)) is not None]
+
+
 def contradictions(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Json]:
     """Answers the KB says this disease cannot give: sempre->no, nunca->yes, factor value nunca
     (as `Evidence` JSON)."""
-    found: list[Json] = []
-    table = kb.disease_symptoms[disease]
-    for symptom, answer in facts.sorted_symptoms:
-        prob = table.get(symptom)
-        if (prob == "sempre" and answer == "no") or (prob == "nunca" and answer == "yes"):
-            found.append(_evidence(symptom, answer, prob, "excluded"))
-    factors = kb.disease_factors[disease]
-    for factor, value in facts.sorted_factors:
-        prob = factors.get(factor, {}).get(value)
-        if prob == "nunca":
-            found.append(_evidence(factor, value, prob, "excluded"))
-    return found
-
-
-def _why(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Json]:
-    """Answers that moved this disease up (supports) or down (against); neutral ones omitted."""
-    why: list[Json] = []
-    table = kb.disease_symptoms[disease]
-    for symptom, answer in facts.sorted_symptoms:
-        if answer == UNKNOWN:
-            continue
-        prob = table.get(symptom)
-        points = _symptom_points(prob, answer)
-        if points != NEUTRAL:
-            why.append(
-                _evidence(symptom, answer, prob, "supports" if points > NEUTRAL else "against")
-            )
-    factors = kb.disease_factors[disease]
-    for factor, value in facts.sorted_factors:
-        if value == UNKNOWN:
-            continue
-        prob = factors.get(factor, {}).get(value)
-        points = _factor_points(prob)
-        if points != NEUTRAL:
-            why.append(
-                _evidence(factor, value, prob, "supports" if points > NEUTRAL else "against")
-            )
-    return why
+    return _cited(_explanations_for(kb).diseases[disease].contradictions, facts)
 
 
 def _diagnosis(kb: KnowledgeBase, disease: str, score: float, facts: Facts) -> Json:
-    """A `Diagnosis` as JSON; `climate` is filled in by the served model."""
+    """A `Diagnosis` as JSON (a fresh dict: the served model fills in `climate`); `why` lists
+    the answers that moved this disease up (supports) or down (against)."""
     spec = kb.disease(disease)
     return {
         "disease": disease,
         "icd10": spec.icd10,
         "title": spec.title,
         "score": round(min(max(score, 0.0), 1.0), 6),
-        "why": _why(kb, disease, facts),
+        "why": _cited(_explanations_for(kb).diseases[disease].why, facts),
         "climate": None,
     }
 
@@ -369,67 +441,52 @@ def _diagnosis(kb: KnowledgeBase, disease: str, score: float, facts: Facts) -> J
 # --- the source's hypothesis-test cycle --------------------------------------------------------
 
 
-def _source_exclusion(kb: KnowledgeBase, disease: str, facts: Facts) -> list[Json]:
-    table = kb.disease_symptoms[disease]
-    outside_scope = [
-        _evidence(s, "yes", None, "excluded")
-        for s, a in facts.sorted_symptoms
-        if a == "yes" and s not in table
-    ]
-    return outside_scope + contradictions(kb, disease, facts)
+def _source_exclusion(evidence: _DiseaseEvidence, facts: Facts) -> list[Json]:
+    return _cited(evidence.outside_scope, facts) + _cited(evidence.contradictions, facts)
 
 
-def _has(kb: KnowledgeBase, disease: str, symptom: str) -> bool:
-    return kb.disease_symptoms[disease].get(symptom, "nunca") != "nunca"
-
-
-def _source_next(kb: KnowledgeBase, facts: Facts, focus: list[str]) -> str | None:
+def _source_next(
+    kb: KnowledgeBase, explained: _Explanations, facts: Facts, focus_mask: int
+) -> str | None:
     asked = facts.asked
     best, best_count = None, 0
     for symptom in kb.symptom_ids:  # KB order: the first of equal counts wins
-        count = sum(_has(kb, d, symptom) for d in focus) if symptom not in asked else 0
+        if symptom in asked:
+            continue
+        count = (explained.has_symptom[symptom] & focus_mask).bit_count()
         if count > best_count:
             best, best_count = symptom, count
     if best is not None:
         return best
     return next(
-        (
-            f
-            for f in kb.factor_ids
-            if f not in asked and any(f in kb.disease_factors[d] for d in focus)
-        ),
+        (f for f in kb.factor_ids if f not in asked and explained.lists_factor[f] & focus_mask),
         None,
     )
 
 
-def _source_score(kb: KnowledgeBase, disease: str, facts: Facts) -> float:
-    points = ORDINAL[kb.disease(disease).prior]
-    items = 1
-    for symptom, answer in facts.symptoms.items():
-        if answer != UNKNOWN:
-            points += _symptom_points(kb.disease_symptoms[disease].get(symptom), answer)
-            items += 1
-    for factor, value in facts.factors.items():
-        if value != UNKNOWN:
-            points += _factor_points(kb.disease_factors[disease].get(factor, {}).get(value))
-            items += 1
-    return points / (ORDINAL["sempre"] * items)
+def _source_score(evidence: _DiseaseEvidence, known: list[Pair]) -> float:
+    points = evidence.prior_points + sum(evidence.points[pair] for pair in known)
+    return points / (ORDINAL["sempre"] * (len(known) + 1))
 
 
 def _source_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -> StepResult:
+    explained = _explanations_for(kb)
     excluded: list[Json] = []
     focus: list[str] = []
-    for disease in kb.diseases:  # alphabetical, so focus and excluded lists are too
-        reasons = _source_exclusion(kb, disease.id, facts)
+    focus_mask = 0
+    for i, disease in enumerate(kb.disease_ids):  # alphabetical: focus and excluded lists too
+        reasons = _source_exclusion(explained.diseases[disease], facts)
         if reasons:
-            excluded.append(_excluded(disease.id, reasons))
+            excluded.append(_excluded(disease, reasons))
         else:
-            focus.append(disease.id)
-    following = _source_next(kb, facts, focus)
+            focus.append(disease)
+            focus_mask |= 1 << i
+    following = _source_next(kb, explained, facts, focus_mask)
     if following is not None:
         return _result(kb, "source", question_for(kb, following), [], focus, excluded)
+    known = [pair for pair in facts.sorted_pairs if pair[1] != UNKNOWN]
     scored = sorted(
-        ((_source_score(kb, d, facts), i, d) for i, d in enumerate(focus)),
+        ((_source_score(explained.diseases[d], known), i, d) for i, d in enumerate(focus)),
         key=lambda t: (-t[0], t[1]),
     )
     diagnoses = [_diagnosis(kb, d, s, facts) for s, _, d in scored[: settings.max_diagnoses]]
@@ -459,6 +516,7 @@ class _Tables:
     starts: np.ndarray  # (Q,): first row of each question in `answers`
     row_of: dict[tuple[str, str], int]  # (question, answer) -> its row
     contradicts: np.ndarray  # (R, D) bool: sempre->no, nunca->yes, a factor value `nunca`
+    contradiction_masks: tuple[int, ...]  # (R,): `contradicts` as bitmasks (bit i: disease i)
 
     def rows(self, facts: Facts) -> list[int]:
         """The rows of the answers given ("unknown" answers carry no evidence), sorted: summed
@@ -492,6 +550,7 @@ def _build_tables(kb: KnowledgeBase, reading: dict[str, float], unlisted: float)
         impossible.append(np.array([[p == "nunca" for p in row] for row in probs_by_value]))
         keys += [(factor.id, v) for v in values]
     answers = np.concatenate(blocks)
+    contradicts = np.concatenate(impossible)
     questions = (*kb.symptom_ids, *kb.factor_ids)
     prior = prior / prior.sum()
     return _Tables(
@@ -504,7 +563,10 @@ def _build_tables(kb: KnowledgeBase, reading: dict[str, float], unlisted: float)
         log2_answers=np.log2(answers),
         starts=np.cumsum([0] + [len(block) for block in blocks[:-1]]),
         row_of={key: i for i, key in enumerate(keys)},
-        contradicts=np.concatenate(impossible),
+        contradicts=contradicts,
+        contradiction_masks=tuple(
+            sum(1 << i for i in np.flatnonzero(row).tolist()) for row in contradicts
+        ),
     )
 
 
@@ -554,15 +616,10 @@ def expected_gains(tables: _Tables, focus_post: np.ndarray) -> np.ndarray:
 
 
 def _info_gain_next(
-    kb: KnowledgeBase,
-    facts: Facts,
-    post: np.ndarray,
-    in_focus: np.ndarray,
-    settings: TriageSettings,
+    tables: _Tables, facts: Facts, post: np.ndarray, in_focus: list[bool], settings: TriageSettings
 ) -> str | None:
-    if post.max() >= settings.stop_probability:
-        return None
-    tables = _tables_for(kb, settings)
+    """The question of highest expected gain, or None when none teaches enough (the caller
+    has already stopped on a top posterior high enough)."""
     focus_post = np.where(in_focus, post, 0.0)
     focus_post = focus_post / focus_post.sum()
     gains = expected_gains(tables, focus_post)
@@ -579,19 +636,28 @@ def _info_gain_step(kb: KnowledgeBase, facts: Facts, settings: TriageSettings) -
     tables = _tables_for(kb, settings)
     rows = tables.rows(facts)
     post = _posterior(tables, rows)
+    # Fifteen numbers: plain Python from here on (each NumPy call on them costs 1-3 us).
+    probs = post.tolist()
+    top = max(probs)
     ids = kb.disease_ids
     # The top disease always stays in focus, so the focus is never empty.
-    in_focus = (post >= settings.focus_floor) | (post == post.max())
+    floor = settings.focus_floor
+    in_focus = [p >= floor or p == top for p in probs]
     # A contradiction is reported as an exclusion only once the evidence as a whole agrees.
-    contradicted = tables.contradicts[rows].any(axis=0) & ~in_focus
+    contradicted = 0
+    for row in rows:
+        contradicted |= tables.contradiction_masks[row]
     excluded = [
         _excluded(ids[i], contradictions(kb, ids[i], facts))
-        for i in np.flatnonzero(contradicted).tolist()
+        for i, kept in enumerate(in_focus)
+        if not kept and contradicted >> i & 1
     ]
-    focus = [ids[i] for i in np.flatnonzero(in_focus).tolist()]
-    following = _info_gain_next(kb, facts, post, in_focus, settings)
-    if following is not None:
-        return _result(kb, "info_gain", question_for(kb, following), [], focus, excluded)
-    order = np.argsort(-post, kind="stable")[: settings.max_diagnoses].tolist()
-    diagnoses = [_diagnosis(kb, ids[i], float(post[i]), facts) for i in order]
+    focus = [ids[i] for i, kept in enumerate(in_focus) if kept]
+    if top < settings.stop_probability:
+        following = _info_gain_next(tables, facts, post, in_focus, settings)
+        if following is not None:
+            return _result(kb, "info_gain", question_for(kb, following), [], focus, excluded)
+    # Highest first, KB order among equals (a stable sort, as NumPy's stable argsort of -post).
+    order = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)
+    diagnoses = [_diagnosis(kb, ids[i], probs[i], facts) for i in order[: settings.max_diagnoses]]
     return _result(kb, "info_gain", None, diagnoses, focus, excluded)

@@ -220,6 +220,9 @@ class DataPlane:
         api: str,
     ) -> None:
         """Log only the rows that conclude a case."""
+        if concluded.all():  # a request whose rows all conclude (a final consult step)
+            await self._record(inputs, columns, logged, classes, request_id, api)
+            return
         keep = np.flatnonzero(concluded)
         kept = keep.tolist()
         await self._record(
