@@ -2,7 +2,8 @@
 
 Attach to the BentoML workers of a service another benchmark is loading (e.g. `bench.ct_serving`
 with a long `--duration`): wait until the load generator runs, sample every worker for a while
-with py-spy (native frames, so time inside ONNX Runtime, SQLite or NumPy is seen), then give each
+with py-spy (Python frames without pausing the workers by default; `--native` adds the C frames
+of ONNX Runtime, SQLite or NumPy at the price of pausing them per sample), then give each
 sample to the first concern (in the order of `CONCERNS`) one of its frames belongs to, and print
 the share of samples per concern as a markdown table.
 
@@ -50,7 +51,7 @@ OTHER = "other (interpreter, GC, libc)"
 # is one of these waits is a thread with nothing to do, left out of the shares.
 WAITING = re.compile(
     r"PyThread_acquire_lock|Condition\.wait|Event\.wait|Queue\.get|\bselect \(selectors|"
-    r"EpollSelector|time_sleep|epoll_wait|uv__io_poll|pthread_cond_(timed)?wait|futex|"
+    r"EpollSelector|time_sleep|nanosleep|epoll_p?wait|uv__io_poll|pthread_cond_(timed)?wait|futex|"
     r"__GI___poll|_queue_SimpleQueue_get"
 )
 _UNRESOLVED = re.compile(r"^0x[0-9a-f]+ \(")
@@ -76,11 +77,16 @@ def wait_for_load(name: str, match: str, timeout_s: float) -> None:
     raise SystemExit(f"no `{name}` load on a {match!r} worker within {timeout_s:.0f} s")
 
 
-def record(pids: list[int], seconds: float, folder: Path) -> list[Path]:
-    """Sample every pid at once (py-spy's raw format: one collapsed stack and a count per line)."""
+def record(pids: list[int], seconds: float, folder: Path, native: bool) -> list[Path]:
+    """Sample every pid at once (py-spy's raw format: one collapsed stack and a count per line).
+
+    Without `native` the workers are never paused (`--nonblocking`), so the load they answer is
+    the load measured; native frames need a pause per sample, which slows a worker several
+    times over and skews the shares towards what runs often."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     outputs = [folder / f"{pid}.txt" for pid in pids]
-    common = ["--duration", str(int(seconds)), "--native", "--rate", "250", "--format", "raw"]
+    mode = ["--native"] if native else ["--nonblocking"]
+    common = ["--duration", str(int(seconds)), *mode, "--rate", "250", "--format", "raw"]
     runs = [
         subprocess.Popen(
             [py_spy, "record", "--pid", str(pid), *common, "--output", str(out)],
@@ -125,7 +131,7 @@ def bucket(outputs: list[Path]) -> tuple[Counter[str], int]:
     return shares, idle
 
 
-def report(shares: Counter[str], idle: int, pids: list[int], seconds: float) -> str:
+def report(shares: Counter[str], idle: int, pids: list[int], seconds: float, native: bool) -> str:
     total = sum(shares.values()) or 1
     rows = [
         f"| {name} | {shares[name]:,} | {100 * shares[name] / total:.1f} % |"
@@ -133,7 +139,8 @@ def report(shares: Counter[str], idle: int, pids: list[int], seconds: float) -> 
     ]
     return "\n".join(
         [
-            f"py-spy (native frames, 250 Hz, {seconds:.0f} s) on {len(pids)} worker(s), "
+            f"py-spy ({'native frames' if native else 'Python frames, non-blocking'}, 250 Hz, "
+            f"{seconds:.0f} s) on {len(pids)} worker(s), "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             machine_line(os.getloadavg()),
             "",
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks in this folder")
+    parser.add_argument("--native", action="store_true", help="native frames (pauses workers)")
     args = parser.parse_args(argv)
     wait_for_load(args.wait_for, args.match, args.timeout)
     time.sleep(args.settle)
@@ -165,8 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="worker-profile-") as folder:
         raw = args.raw or Path(folder)
         raw.mkdir(parents=True, exist_ok=True)
-        shares, idle = bucket(record(pids, args.seconds, raw))
-    text = report(shares, idle, pids, args.seconds)
+        shares, idle = bucket(record(pids, args.seconds, raw, args.native))
+    text = report(shares, idle, pids, args.seconds, args.native)
     publish(text, args.out)
 
 
